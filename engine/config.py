@@ -41,6 +41,8 @@ class Endpoint(_Base):
     api_key_env: str = ""  # the NAME of the environment variable holding the key
     requests_per_minute: NonNegFloat = 0.0  # 0 = no limit
     tokens_per_minute: NonNegFloat = 0.0
+    # what the server charges against tokens/min: prompt + max_tokens at admission (OpenAI), or real usage
+    tpm_counts: Literal["max_tokens", "usage"] = "max_tokens"
     max_in_flight: PosInt = 8
     connect_timeout: PosFloat = 10.0
     request_timeout: PosFloat = 120.0

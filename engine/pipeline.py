@@ -51,6 +51,16 @@ class EndpointRuntime:
     max_retries: int
     backoff_base: float
     backoff_max: float
+    tpm_counts: str = "max_tokens"
+
+    def charged(self, reply: ChatReply, max_tokens: int | None) -> int | None:
+        """Tokens the server counted against its budget, per `tpm_counts` (None: unknown)."""
+        u = reply.usage
+        if u is None:
+            return None
+        if self.tpm_counts == "usage":
+            return u.total_tokens
+        return u.prompt_tokens + (max_tokens or u.completion_tokens)
 
 
 class Gate:
@@ -266,7 +276,7 @@ class Pipeline:
             else:
                 raise
             return
-        ep.limiter.release(est, reply.usage.total_tokens if reply.usage is not None else None)
+        ep.limiter.release(est, ep.charged(reply, request.max_tokens))
         if ep.client.ratelimit is not None:
             ep.limiter.observe(ep.client.ratelimit)
             ep.client.ratelimit = None

@@ -33,7 +33,7 @@ class RunResult:
     """How a run ended, with its counters."""
 
     status: str  # finished | stopped | failed
-    counters: dict[str, int]
+    counters: Counter[str]
     outdir: Path
     elapsed: float
     error: str = ""
@@ -82,7 +82,7 @@ def build_endpoints(cfg: Config, embedded: tuple[str, str] | None) -> dict[str, 
         budget = Budget(requests_per_minute=ep.requests_per_minute, tokens_per_minute=ep.tokens_per_minute,
                         max_in_flight=ep.max_in_flight)
         out[name] = EndpointRuntime(name, client, Limiter(budget), model or "default", ep.max_retries,
-                                    ep.backoff_base, ep.backoff_max)
+                                    ep.backoff_base, ep.backoff_max, ep.tpm_counts)
     return out
 
 
@@ -157,7 +157,7 @@ def execute(cfg: Config, outdir: Path, inputs: list[str], *, force: bool = False
         status, pipe = run_event_loop(_run_async(cfg, outdir, paths, endpoints, force=force, progress=progress,
                                                  gate=gate))
     err = str(pipe.fatal) if pipe.fatal is not None else ""
-    return RunResult(status, dict(pipe.counters), outdir, time.monotonic() - t0, err, gate.summary())
+    return RunResult(status, Counter(pipe.counters), outdir, time.monotonic() - t0, err, gate.summary())
 
 
 def summary(result: RunResult) -> str:

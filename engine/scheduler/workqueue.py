@@ -82,11 +82,9 @@ class WorkQueue:
                 now = time.monotonic()
                 while self._delayed and self._delayed[0][0] <= now:
                     self._ready.append(heapq.heappop(self._delayed)[2])
-            if self._ready:
-                return self._ready.popleft()
-            if self._inputs:
-                item = self._inputs.popleft()
-                if len(self._inputs) + len(self._ready) < self.capacity:
+            if self._ready or self._inputs:
+                item = self._ready.popleft() if self._ready else self._inputs.popleft()
+                if self.backlog() < self.capacity:
                     self._space.set()
                 return item
             if self.closed and not self._delayed:

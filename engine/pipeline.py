@@ -23,7 +23,7 @@ import anyio
 from engine.client.http import EndpointClient
 from engine.client.protocol import ChatReply, estimate_tokens
 from engine.config import Config
-from engine.dedup.base import Decision
+from engine.dedup.base import Decision, Gate
 from engine.errors import EndpointError, FatalEndpointError, RateLimited, ReplyError, RetryableError
 from engine.ids import content_id
 from engine.io.checkpoint import Checkpointer, State, WorkItem
@@ -63,33 +63,6 @@ class EndpointRuntime:
         return u.prompt_tokens + (max_tokens or u.completion_tokens)
 
 
-class Gate:
-    """The gate interface the pipeline drives; this base accepts everything."""
-
-    window_count = 1
-    window_seconds = 0.0
-    heavy = False  # True: prepare() runs in a worker thread
-    version = 0  # bumped on every change; a checkpoint snapshots only changed gates
-
-    def prepare(self, texts: list[str]) -> Any:
-        return None
-
-    def decide(self, candidates: list[Candidate], prepared: Any) -> list[Decision]:
-        return [Decision(True) for _ in candidates]
-
-    def accepted(self, candidate: Candidate) -> None:
-        """Called for each accepted candidate after its record is written."""
-
-    def save(self, directory: Path) -> None:
-        pass
-
-    def load(self, directory: Path) -> None:
-        pass
-
-    def summary(self) -> dict[str, Any]:
-        return {}
-
-
 @dataclass
 class _Window:
     items: list[tuple[WorkItem, Outcome]] = field(default_factory=list)
@@ -107,7 +80,7 @@ class Pipeline:
         self.inputs = inputs
         self.endpoints = endpoints
         self.stages = stages
-        self.gate = gate or Gate()
+        self.gate = gate if gate is not None else Gate()
         self.force = force
         self.counters: Counter[str] = Counter()
         self.progress = progress
@@ -222,7 +195,7 @@ class Pipeline:
         assert self.stream is not None
         limit = self.cfg.run.limit
         it = iter(self.stream)
-        while not self.inputs_done:
+        while not self.inputs_done and self.stop_reason is None:
             if limit and self.stream.cursor.consumed >= limit:
                 self.inputs_done = True
                 break
@@ -236,6 +209,7 @@ class Pipeline:
                                     payload={"source_id": rec.source_id, "where": rec.where}),
                            rec.reason, rec.raw, inflight=False)
                 self.counters["inputs_done"] += 1
+                await anyio.sleep(0)  # a long run of bad lines must not starve the loop
                 continue
             item = TextToPersona.item(rec.source_id, rec.text, ordinal)
             self.inflight[item.key] = item

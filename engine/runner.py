@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
 from engine.client.http import EndpointClient, api_key_from_env
 from engine.config import Config
-from engine.errors import ModelUnavailable
+from engine.errors import ModelUnavailable, PersonaError
 from engine.io import sources
-from engine.pipeline import EndpointRuntime, Gate, Pipeline
+from engine.dedup.base import Gate
+from engine.pipeline import EndpointRuntime, Pipeline
 from engine.scheduler.budget import Budget
 from engine.scheduler.limiter import Limiter
 from engine.scheduler.progress import Progress, fmt_duration
@@ -94,7 +98,10 @@ def build_stages(cfg: Config, endpoints: dict[str, EndpointRuntime]) -> dict[str
 
 
 def build_gate(cfg: Config) -> Gate:
-    return Gate()
+    """The dedup gate as configured (every stage can be switched off)."""
+    from engine.dedup.gate import DedupGate
+
+    return DedupGate(cfg.gate)
 
 
 async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: dict[str, EndpointRuntime],
@@ -112,7 +119,10 @@ async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: d
             progress.total = await asyncio.to_thread(_total, inputs, cfg.run.limit)
         for ep in endpoints.values():
             await ep.client.start()
-        status = await pipe.run()
+        try:
+            status = await pipe.run()
+        except BaseExceptionGroup as group:  # noqa: F821 - builtin on 3.11, backport below
+            raise _first_persona_error(group) from None
     finally:
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -123,6 +133,17 @@ async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: d
             progress.end()
         pipe.close()
     return status, pipe
+
+
+def _first_persona_error(group: BaseException) -> BaseException:
+    """The engine's own error inside a task group's exception group (else the group itself)."""
+    if isinstance(group, PersonaError):
+        return group
+    for exc in getattr(group, "exceptions", ()):
+        found = _first_persona_error(exc)
+        if isinstance(found, PersonaError):
+            return found
+    return group
 
 
 def _total(inputs: list[Path], limit: int) -> int | None:
@@ -174,6 +195,15 @@ def summary(result: RunResult) -> str:
         f"tokens      {c.get('prompt_tokens', 0)} prompt + {c.get('completion_tokens', 0)} completion",
         f"output      {result.outdir}/",
     ]
+    gate = result.gate or {}
+    reasons = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("reason.")}
+    if reasons:
+        lines.insert(3, "  rejected  " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+    if "minhash" in gate:
+        m = gate["minhash"]
+        lines.append(f"gate        minhash {m['bands']} bands x {m['rows']} rows at Jaccard {m['threshold']}"
+                     + (f"; semantic cosine {gate['semantic']['threshold']} on {gate['semantic']['provider']}"
+                        if "semantic" in gate else ""))
     return "\n".join(lines)
 
 

@@ -13,6 +13,8 @@ class Prepared:
     @property
     def band_keys(self) -> tuple[int, ...]: ...
 
+def jaccard(a: Prepared, b: Prepared) -> float: ...
+
 class MinHashIndex:
     """Streaming keep-first near-duplicate index (C kernel)."""
 

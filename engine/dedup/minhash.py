@@ -13,17 +13,22 @@ import os
 
 from engine.dedup.lsh_params import optimal_params, recall_params
 
-__all__ = ["IMPLEMENTATION", "MinHashIndex", "Prepared", "optimal_params", "recall_params"]
+__all__ = ["IMPLEMENTATION", "MinHashIndex", "Prepared", "jaccard", "optimal_params",
+           "recall_params"]
 
 _PURE = os.environ.get("PERSONA_PURE_PYTHON", "") not in ("", "0")
 
 if not _PURE:
     try:
-        from engine.dedup._minhash import MinHashIndex, Prepared
+        from engine.dedup._minhash import MinHashIndex, Prepared, jaccard
     except ImportError:  # extension not built (PERSONA_NO_EXT=1, no compiler): use the twin
         _PURE = True
 
 if _PURE:
-    from engine.dedup._minhash_ref import MinHashIndex, Prepared  # type: ignore[assignment]
+    from engine.dedup._minhash_ref import (  # type: ignore[assignment]
+        MinHashIndex,
+        Prepared,
+        jaccard,
+    )
 
 IMPLEMENTATION = "python" if _PURE else "cython"

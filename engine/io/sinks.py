@@ -28,6 +28,8 @@ class ZstdJsonlSink:
         self._fh = open(path, "ab")  # noqa: SIM115 - lives as long as the sink
         self.offset = self._fh.seek(0, os.SEEK_END)
         self.records = 0  # records written through this object (not counting earlier runs)
+        if self.offset == 0:
+            self.truncate(0)
 
     def write(self, record: Any) -> None:
         """Buffer one record (a msgspec Struct or plain data) as a JSON line."""

@@ -19,7 +19,7 @@ import zstandard
 from engine.errors import InputError
 from engine.ids import content_id
 
-SUFFIXES = (".txt", ".jsonl", ".jsonl.zst", ".parquet", ".json", ".zst")
+SUFFIXES = (".txt", ".txt.zst", ".jsonl", ".jsonl.zst", ".parquet")
 
 
 class Cursor(msgspec.Struct, frozen=True):
@@ -63,7 +63,7 @@ def resolve(paths: list[str]) -> list[Path]:
         if path.is_dir():
             raise InputError(f"input is a directory, not a file: {path}")
         if not str(path).endswith(SUFFIXES):
-            raise InputError(f"input {path}: unknown kind; use .txt, .jsonl, .jsonl.zst or .parquet")
+            raise InputError(f"input {path}: unknown kind; use .txt, .txt.zst, .jsonl, .jsonl.zst or .parquet")
         try:
             with open(path, "rb") as fh:
                 fh.read(1)
@@ -124,13 +124,14 @@ class InputStream:
 
     def _compressed(self, path: Path) -> Iterator[SourceRecord | BadRecord]:
         skip = self.cursor.record
+        is_txt = str(path).endswith(".txt.zst")
         with open(path, "rb") as fh:
             reader = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
             text = io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
             for line_no, raw in enumerate(text, 1):
                 if line_no <= skip:
                     continue
-                rec = self._parse(raw, False, f"{path}:{line_no}")
+                rec = self._parse(raw, is_txt, f"{path}:{line_no}")
                 self._take(offset=0)
                 if rec is not None:
                     yield rec
@@ -195,12 +196,6 @@ def count_records(paths: list[Path]) -> int:
             total += pq.ParquetFile(path).metadata.num_rows
             continue
         with open(path, "rb") as fh:
-            stream: Any = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True) if name.endswith(".zst") else fh
-            prev = b"\n"
-            while chunk := stream.read(1 << 22):
-                # lines that hold something: count newline-terminated non-empty lines
-                total += chunk.count(b"\n") - chunk.count(b"\n\n") - (1 if prev == b"\n" and chunk[:1] == b"\n" else 0)
-                prev = chunk[-1:]
-            if prev != b"\n":
-                total += 1
+            raw: Any = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True) if name.endswith(".zst") else fh
+            total += sum(1 for line in io.BufferedReader(raw, buffer_size=1 << 20) if line.strip())
     return total

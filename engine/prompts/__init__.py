@@ -33,6 +33,7 @@ class Template:
     system: str
     user: str
     fragments: dict[str, dict[str, str]] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
 
     def fragment(self, table: str, key: str) -> str:
@@ -47,6 +48,12 @@ class Template:
             return self.system.format_map(_Strict(values)), self.user.format_map(_Strict(values))
         except KeyError as e:
             raise ConfigError(f"{self.source}", f"template placeholder {{{e.args[0]}}} has no value") from None
+        except (ValueError, IndexError, AttributeError, TypeError) as e:
+            raise ConfigError(f"{self.source}", f"bad placeholder syntax ({e}); write literal braces as {{{{ }}}}") from None
+
+    def check(self, *names: str) -> None:
+        """Fail now, naming the file, if rendering with these placeholders would fail mid-run."""
+        self.render(**{n: "x" for n in names})
 
 
 def load(name: str, override: str = "") -> Template:
@@ -69,4 +76,8 @@ def load(name: str, override: str = "") -> Template:
         if not isinstance(doc.get(key), str):
             raise ConfigError(f"{source}: {key}", "missing; a template needs `system` and `user` strings")
     frags = {k: v for k, v in doc.items() if isinstance(v, dict)}
-    return Template(name=name, system=doc["system"], user=doc["user"], fragments=frags, source=source)
+    examples = doc.get("examples", [])
+    if not isinstance(examples, list) or not all(isinstance(e, dict) for e in examples):
+        raise ConfigError(f"{source}: examples", "must be an array of tables ([[examples]])")
+    return Template(name=name, system=doc["system"], user=doc["user"], fragments=frags, examples=examples,
+                    source=source)

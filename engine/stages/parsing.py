@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -10,32 +11,41 @@ import msgspec
 from engine.errors import ReplyError
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
-_PREFIX = re.compile(r"^\s*(?:persona|answer|description|reply)\s*[:\-]\s*", re.I)
+_PREFIX = re.compile(r"^[\s*_]*(?:persona|answer|description|reply)[\s*_]*[:\-][\s*_]*", re.I)
+_BULLET = re.compile(r"^\s*(?:[-*•#>]+|\d+[.)])(?:\s+|$)")
+_QUOTES = "\"'“”‘’«»`"
+
+
+_RAW = json.JSONDecoder()
 
 
 def json_object(raw: str) -> dict[str, Any]:
     """The first JSON object in a reply (bare, fenced, or embedded in prose)."""
     text = raw.strip()
-    candidates = [text]
-    candidates += _FENCE.findall(text)
-    start, end = text.find("{"), text.rfind("}")
-    if start != -1 and end > start:
-        candidates.append(text[start : end + 1])
-    for c in candidates:
-        try:
-            doc = msgspec.json.decode(c.strip())
-        except msgspec.DecodeError:
-            continue
+    try:
+        doc = msgspec.json.decode(text)
         if isinstance(doc, dict):
             return doc
+    except msgspec.DecodeError:
+        pass
+    for block in [*_FENCE.findall(text), text]:
+        pos = block.find("{")
+        while pos != -1:
+            try:
+                found, _ = _RAW.raw_decode(block, pos)
+            except ValueError:
+                found = None
+            if isinstance(found, dict):
+                return found
+            pos = block.find("{", pos + 1)
     raise ReplyError("reply holds no JSON object", raw)
 
 
 def clean_line(raw: str) -> str:
     """The first meaningful line of a plain reply, without quotes, bullets or labels."""
     for line in raw.strip().splitlines():
-        line = _PREFIX.sub("", line.strip().lstrip("-*•# ").strip())
-        line = line.strip().strip('"').strip("'").strip()
+        line = _PREFIX.sub("", _BULLET.sub("", line.strip()))
+        line = line.strip().strip("*_").strip().strip(_QUOTES).strip()
         if line:
             return " ".join(line.split())
     raise ReplyError("reply is empty", raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from engine import prompts
@@ -12,9 +13,10 @@ from engine.io.checkpoint import WorkItem
 from engine.stages.base import Candidate, Outcome, Stage, usage_dict
 from engine.stages.parsing import clean_line, json_object, text_field
 
+# no length bounds: llama.cpp expands them into a grammar that is slow to sample
 SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"persona": {"type": "string", "minLength": 5, "maxLength": 400}},
+    "properties": {"persona": {"type": "string"}},
     "required": ["persona"],
     "additionalProperties": False,
 }
@@ -41,6 +43,20 @@ class TextToPersona(Stage):
             "granularity": t.fragment("granularity", settings.granularity),
             "format": t.fragment("format", settings.format),
         }
+        t.check("text", *self._fixed)
+        self._shots = self._demonstrations()
+
+    def _demonstrations(self) -> list[Message]:
+        """The template's examples as user/assistant turns, in the configured granularity and format."""
+        turns: list[Message] = []
+        for ex in self.template.examples:
+            persona = ex.get(self.s.granularity) or ex.get("fine") or ex.get("persona")
+            if not isinstance(ex.get("text"), str) or not isinstance(persona, str):
+                continue
+            _, user = self.template.render(text=ex["text"], **self._fixed)
+            answer = json.dumps({"persona": persona}) if self.s.format == "json" else persona
+            turns += [Message("user", user), Message("assistant", answer)]
+        return turns
 
     @staticmethod
     def item(source_id: str, text: str, ordinal: int) -> WorkItem:
@@ -52,9 +68,10 @@ class TextToPersona(Stage):
         system, user = self.template.render(text=item.payload["text"], **self._fixed)
         return ChatRequest(
             model=self.model,
-            messages=[Message("system", system), Message("user", user)],
+            messages=[Message("system", system), *self._shots, Message("user", user)],
             max_tokens=self.s.max_tokens,
             temperature=self.s.temperature,
+            stop=["\n\n"] if self.s.format == "plain" else None,
             response_format=response_format("persona", SCHEMA) if self.structured else None,
         )
 

@@ -20,12 +20,22 @@ from engine.testing.fake_openai import Fault, run_in_thread
 N_INPUTS = 1500
 
 
+JOBS = ("nurse", "welder", "violinist", "beekeeper", "actuary", "glassblower", "midwife", "surveyor", "cartographer",
+        "sommelier", "locksmith", "paramedic", "archivist", "falconer", "stonemason", "botanist", "chef", "pilot")
+TOPICS = ("medieval siege engines", "tidal energy", "jazz harmony", "urban foraging", "chess endgames",
+          "volcanic soils", "sourdough chemistry", "bird migration", "tax law", "retro video games",
+          "knot tying", "solar eclipses", "sign language", "antique clocks", "marathon training")
+
+
 def _reply(body: dict) -> str:
     prompt = body["messages"][-1]["content"]
     if "garbled" in prompt:
         return "this is not JSON at all"
-    start = prompt.index("item-")
-    return json.dumps({"persona": f"a reader of {prompt[start:start + 12]} who likes topic {len(prompt) % 7}"})
+    i = int(prompt[prompt.index("item-") + 5:][:6])
+    if i % 10 == 9:
+        i -= 9  # a planted duplicate of an earlier item's persona
+    job, topic = JOBS[i % len(JOBS)], TOPICS[(i // len(JOBS)) % len(TOPICS)]
+    return json.dumps({"persona": f"A {job} who spends weekends reading about {topic}."})
 
 
 def _faults(n: int, body: dict) -> Fault | None:
@@ -97,3 +107,26 @@ def test_sigkill_twenty_times_then_resume(tmp_path: Path) -> None:
     assert {d["source_id"] for d in dead} == {f"in-{i:05d}" for i in range(N_INPUTS) if i % 97 == 5 or i % 89 == 7}
     assert any("HTTP 400" in d["reason"] for d in dead) and any("unusable reply" in d["reason"] for d in dead)
     assert any(d["raw"] == "this is not JSON at all" for d in dead)
+    _no_two_accepted_above_thresholds([p["persona"] for p in personas])
+    assert rejected and "exact" in {r["stage"] for r in rejected}
+    assert all(r["duplicate_of"] in {p["id"] for p in personas} for r in rejected if r["duplicate_of"])
+
+
+def _no_two_accepted_above_thresholds(texts: list[str]) -> None:
+    """The gate's promise survives the kills: Jaccard and cosine below 0.9 for every kept pair."""
+    import re
+
+    import numpy as np
+
+    from engine.dedup.embedder import Embedder
+
+    sets = [set(re.findall(r"\w+", t.casefold())) for t in texts]
+    for i in range(len(sets)):
+        for j in range(i):
+            inter = len(sets[i] & sets[j])
+            assert inter / len(sets[i] | sets[j]) < 0.9, (texts[i], texts[j])
+    vecs = Embedder().embed(texts)
+    sims = vecs @ vecs.T
+    np.fill_diagonal(sims, 0)
+    # f16 storage moves cosines by ~1e-3; allow that much
+    assert sims.max() < 0.9 + 2e-3, float(sims.max())

@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--id-field", help='JSON field holding the id (default "id"; else a content hash)')
     run.add_argument("--progress", choices=["auto", "bar", "log", "off"], help="progress display")
     _endpoint_args(run)
+
+    dd = sub.add_parser("dedup", help="the dedup gate alone over existing persona files",
+                        description="Run the gate (quality -> exact -> MinHash -> semantic, as the config's [gate] "
+                                    "says) over persona files in order, keeping the first of each group. Writes "
+                                    "OUTDIR/personas.jsonl.zst (kept records, input ids and fields kept) and "
+                                    "OUTDIR/rejected.jsonl.zst (stage, reason, score, duplicate_of).")
+    dd.add_argument("inputs", nargs="+", metavar="INPUT", help=".jsonl, .jsonl.zst or .parquet persona files")
+    dd.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    dd.add_argument("--text-field", default="persona", help='field holding the persona text (default "persona")')
+    dd.add_argument("--id-field", default="id", help='field holding the id (default "id"; else a content hash)')
+    _config_args(dd)
     return parser
 
 
@@ -96,7 +107,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-COMMANDS = {"run": cmd_run}
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from engine.offline import dedup_files
+
+    cfg, _ = _load_config(args)
+    counts = dedup_files(cfg, args.inputs, args.output, text_field=args.text_field, id_field=args.id_field)  # type: ignore[arg-type]
+    rejected = {k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("rejected.")}
+    print(f"read {counts['read']}, kept {counts['kept']}, rejected {sum(rejected.values())}"
+          + (f" ({', '.join(f'{k} {v}' for k, v in sorted(rejected.items()))})" if rejected else "")
+          + (f", skipped {counts['skipped']} without text" if counts["skipped"] else ""))
+    print(f"output  {args.output}/personas.jsonl.zst, {args.output}/rejected.jsonl.zst")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "dedup": cmd_dedup}
 
 
 def main(argv: list[str] | None = None) -> int:

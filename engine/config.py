@@ -101,6 +101,111 @@ class TextToPersona(_Base):
     parse_retries: NonNegInt = 3
 
 
+class Expansion(_Base):
+    """Persona-to-Persona: who is in a close relationship with each accepted persona."""
+
+    enabled: bool = True
+    endpoint: str = "embedded"
+    max_depth: NonNegInt = 6  # rounds of expansion from each Text-to-Persona persona (the report's six)
+    relations: PosInt = 3  # relations asked for per persona
+    max_personas: NonNegInt = 0  # stop expanding once this many personas are accepted (0 = no cap)
+    template: str = ""
+    max_tokens: PosInt = 200
+    temperature: NonNegFloat = 0.8
+    parse_retries: NonNegInt = 3
+
+
+Mode = Literal["zero_shot", "few_shot", "persona_enhanced"]
+
+
+class Task(_Base):
+    """Settings every synthesis task shares."""
+
+    mode: Literal["", "zero_shot", "few_shot", "persona_enhanced"] = ""  # "" = [synthesis].mode
+    template: str = ""  # a .toml replacing engine/prompts/tasks/<task>.toml
+    demos: str = ""  # a .jsonl of demonstrations replacing engine/data/demos/<task>.jsonl
+    shots: PosInt = 2  # demonstrations per prompt in the few-shot modes
+    max_tokens: PosInt = 400
+    temperature: NonNegFloat = 0.8
+    parse_retries: NonNegInt = 3
+
+
+class MathTask(Task):
+    """Math problems for a persona, solved k times; kept when m solutions agree."""
+
+    topic: str = ""  # e.g. "geometry"
+    level: str = ""  # e.g. "grade school", "olympiad"
+    sub_questions: NonNegInt = 0
+    solver_endpoint: str = ""  # "" = the synthesis endpoint; a stronger model is a good choice
+    solutions: PosInt = 3  # k
+    agree: PosInt = 2  # m
+    solver_max_tokens: PosInt = 512
+
+    def __post_init__(self) -> None:
+        if self.agree > self.solutions:
+            raise ValueError(f"agree: must be <= solutions ({self.solutions})")
+
+
+class LogicTask(Task):
+    """Logical reasoning puzzles with answers."""
+
+    style: Literal["standard", "trick"] = "standard"  # trick: playful, wordplay-driven questions
+
+
+class InstructionTask(Task):
+    """User prompts a persona would send; optionally continued into a conversation."""
+
+    turns: NonNegInt = 0  # extra exchanges after the first instruction (assistant reply + persona's next turn)
+    dialogue: bool = False  # also a conversation between this persona and another persona from the hub
+    dialogue_turns: PosInt = 4
+
+
+class KnowledgeTask(Task):
+    """A Quora-style question and a knowledge-rich answer from the persona's expertise."""
+
+
+class NpcTask(Task):
+    """Game NPCs for a game world described in a file."""
+
+    world: str = ""  # a text/markdown file; "" = the example world shipped with the engine
+
+
+class ToolTask(Task):
+    """Function interfaces (validated JSON) and, optionally, their Python implementations."""
+
+    implement: bool = True
+
+
+class Synthesis(_Base):
+    """Persona-driven synthesis: which tasks, in which prompting mode, for how many personas."""
+
+    enabled: bool = True
+    endpoint: str = "embedded"
+    tasks: list[Literal["math", "logic", "instruction", "knowledge", "npc", "tool"]] = msgspec.field(
+        default_factory=lambda: ["math", "logic", "instruction", "knowledge", "npc", "tool"])
+    mode: Mode = "persona_enhanced"
+    max_personas: NonNegInt = 0  # synthesise for the first N accepted personas (0 = all)
+    math: MathTask = MathTask()
+    logic: LogicTask = LogicTask()
+    instruction: InstructionTask = InstructionTask()
+    knowledge: KnowledgeTask = KnowledgeTask(max_tokens=500)
+    npc: NpcTask = NpcTask()
+    tool: ToolTask = ToolTask(max_tokens=600)
+
+    def task(self, name: str) -> Task:
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+    def mode_of(self, name: str) -> str:
+        return self.task(name).mode or self.mode
+
+
+class Prices(_Base):
+    """USD per million tokens, for the report's cost estimate."""
+
+    prompt: NonNegFloat = 0.0
+    completion: NonNegFloat = 0.0
+
+
 class Quality(_Base):
     """Heuristic filters for low-quality persona text (see engine/dedup/quality.py)."""
 
@@ -182,6 +287,9 @@ class Config(_Base):
     embedded: Embedded = Embedded()
     text_to_persona: TextToPersona = TextToPersona()
     gate: GateCfg = GateCfg()
+    expansion: Expansion = Expansion()
+    synthesis: Synthesis = Synthesis()
+    prices: dict[str, Prices] = {}  # by model name
 
     def __post_init__(self) -> None:
         for stage, name in self.stage_endpoints().items():
@@ -190,8 +298,15 @@ class Config(_Base):
                 raise ValueError(f"{stage}.endpoint: names {name!r}, which is not defined (known: {known})")
 
     def stage_endpoints(self) -> dict[str, str]:
-        """Which endpoint name each LLM stage uses."""
-        return {"text_to_persona": self.text_to_persona.endpoint}
+        """Which endpoint name each LLM stage uses (only stages that will run)."""
+        out = {"text_to_persona": self.text_to_persona.endpoint}
+        if self.expansion.enabled and self.expansion.max_depth > 0:
+            out["expansion"] = self.expansion.endpoint
+        if self.synthesis.enabled and self.synthesis.tasks:
+            out["synthesis"] = self.synthesis.endpoint
+            if "math" in self.synthesis.tasks and self.synthesis.math.solver_endpoint:
+                out["synthesis.math.solver"] = self.synthesis.math.solver_endpoint
+        return out
 
     def endpoint(self, name: str) -> Endpoint:
         """The endpoint called `name` ("embedded" exists even when not declared)."""
@@ -289,7 +404,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     return resolve_paths(cfg, base), base
 
 
-STAGE_TABLES = ("text_to_persona",)
+STAGE_TABLES = ("text_to_persona", "expansion", "synthesis")
 
 ENV_KEYS = {
     "PERSONA_OUTPUT_DIR": "run.output_dir",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 
 from engine.client.http import EndpointClient
 from engine.client.protocol import ChatReply, estimate_tokens
@@ -108,6 +109,7 @@ class Pipeline:
         self._finished = asyncio.Event()
         self.queue = WorkQueue(self._queue_capacity())
         self.state_finished = False
+        self._t0 = time.monotonic()
 
     # ---- set-up and resume -------------------------------------------------------------
     def _queue_capacity(self) -> int:
@@ -140,6 +142,9 @@ class Pipeline:
             self.counters.update(state.counters)
             self.inputs_exhausted = bool(state.extra.get("inputs_exhausted", state.inputs_done))
             self.restored_extra = state.extra
+            for name, data in state.extra.get("stages", {}).items():
+                if name in self.stages:
+                    self.stages[name].restore(data)
             if state.gate_dir:
                 self.gate.load(self.ckpt.dir / state.gate_dir)
                 self._gate_dir = state.gate_dir
@@ -165,18 +170,22 @@ class Pipeline:
                 tg.start_soon(self._worker)
             tg.start_soon(self._checkpoint_loop)
             tg.start_soon(self._window_loop)
+            tg.start_soon(self._status_loop)
             if self.progress is not None:
                 tg.start_soon(self._progress_loop)
             await self._finished.wait()
             tg.cancel_scope.cancel()
         if self.fatal is not None:
             self.checkpoint()
+            self.write_status("failed")
             return "failed"
         if self.stop_reason is not None:
             self.checkpoint()
+            self.write_status("stopped")
             return "stopped"
         self.state_finished = True
         self.checkpoint()
+        self.write_status("finished")
         return "finished"
 
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -395,6 +404,7 @@ class Pipeline:
             self._gate_dir, self._gate_version = d.name, self.gate.version
         assert self.stream is not None
         extra = {name: fn() for name, fn in self.extra_state.items()}
+        extra["stages"] = {n: snap for n, st in self.stages.items() if (snap := st.snapshot()) is not None}
         extra["inputs_exhausted"] = self.inputs_exhausted
         state = State(fingerprint=self.fingerprint, seq=self._seq, created_at=time.time(),
                       finished=self.state_finished, inputs=[str(p) for p in self.inputs], cursor=self.stream.cursor,
@@ -403,6 +413,29 @@ class Pipeline:
         self.ckpt.save(state)
         self.counters["checkpoints"] += 1
         self.last_checkpoint = time.time()
+
+    async def _status_loop(self) -> None:
+        while True:
+            self.write_status("running")
+            await anyio.sleep(2.0)
+
+    def write_status(self, state: str) -> None:
+        """OUTDIR/checkpoint/status.json: live counters for `persona status` and the daemon."""
+        doc = {
+            "state": state, "updated": time.time(), "elapsed": time.monotonic() - self._t0,
+            "total": self.progress.total if self.progress is not None else None,
+            "counters": dict(self.counters), "in_flight": len(self.inflight),
+            "queue": vars(self.queue.statistics()),
+            "endpoints": {n: vars(ep.limiter.statistics()) for n, ep in self.endpoints.items()},
+            "gate": self.gate.summary(),
+        }
+        path = self.ckpt.dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(msgspec.json.encode(doc))
+            tmp.replace(path)
+        except OSError:
+            pass  # status is a convenience; the checkpoint is what counts
 
     async def _progress_loop(self) -> None:
         assert self.progress is not None

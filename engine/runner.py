@@ -26,8 +26,7 @@ from engine.pipeline import EndpointRuntime, Pipeline
 from engine.scheduler.budget import Budget
 from engine.scheduler.limiter import Limiter
 from engine.scheduler.progress import Progress, fmt_duration
-from engine.stages.base import Stage
-from engine.stages.text_to_persona import TextToPersona
+from engine import method
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -90,13 +89,6 @@ def build_endpoints(cfg: Config, embedded: tuple[str, str] | None) -> dict[str, 
     return out
 
 
-def build_stages(cfg: Config, endpoints: dict[str, EndpointRuntime]) -> dict[str, Stage]:
-    t2p = cfg.text_to_persona
-    ep = endpoints[t2p.endpoint]
-    structured = cfg.endpoint(t2p.endpoint).structured_output
-    return {TextToPersona.name: TextToPersona(t2p, model=ep.model, structured=structured)}
-
-
 def build_gate(cfg: Config) -> Gate:
     """The dedup gate as configured (every stage can be switched off)."""
     from engine.dedup.gate import DedupGate
@@ -106,8 +98,8 @@ def build_gate(cfg: Config) -> Gate:
 
 async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: dict[str, EndpointRuntime],
                      *, force: bool, progress: Progress | None, gate: Gate) -> tuple[str, Pipeline]:
-    pipe = Pipeline(cfg, outdir, inputs, endpoints=endpoints, stages=build_stages(cfg, endpoints), gate=gate,
-                    force=force, progress=progress)
+    pipe = Pipeline(cfg, outdir, inputs, endpoints=endpoints, stages=method.build_stages(cfg, endpoints), gate=gate,
+                    force=force, progress=progress, extra_sinks=method.task_sinks(cfg))
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
@@ -115,6 +107,7 @@ async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: d
             loop.add_signal_handler(sig, pipe.request_stop, "interrupted")
     try:
         pipe.open()
+        method.Spawner(cfg, pipe)
         if progress is not None:
             progress.total = await asyncio.to_thread(_total, inputs, cfg.run.limit)
         for ep in endpoints.values():

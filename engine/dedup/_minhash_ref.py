@@ -187,7 +187,8 @@ class MinHashIndex:
             raise ValueError(f"ngram must be >= 1, got {ngram!r}")
         if not 0 <= seed <= MASK64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed!r}")
-        self.threshold, self.num_perm, self.ngram, self.seed = threshold, num_perm, ngram, seed
+        self.threshold = float(threshold)
+        self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
         # Only the permutations the bands read are computed (see the module docstring).
         self._a, self._b = permutations(self.bands * self.rows, seed)
         self._config = (num_perm, self.bands, self.rows, seed, ngram)

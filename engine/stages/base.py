@@ -55,6 +55,13 @@ class Stage:
         """Validate the reply; raise `ReplyError` (with the raw text) when it cannot be used."""
         raise NotImplementedError
 
+    def snapshot(self) -> Any:
+        """State the stage keeps between items (e.g. votes being gathered), saved with checkpoints."""
+        return None
+
+    def restore(self, data: Any) -> None:
+        """Take back what `snapshot` returned, on resume."""
+
 
 def usage_dict(reply: ChatReply) -> dict[str, int] | None:
     u = reply.usage

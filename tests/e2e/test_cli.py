@@ -18,7 +18,13 @@ def _reply(body: dict) -> str:
     return json.dumps({"persona": "a reader of " + body["messages"][-1]["content"][8:50]})
 
 
+CORE_ONLY = ["--set", "expansion.enabled=false", "--set", "synthesis.enabled=false",
+             "--set", "gate.semantic.enabled=false", "--set", "gate.minhash.enabled=false"]
+
+
 def persona(*args: str, cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    if args and args[0] == "run" and "--help" not in args:
+        args = (*args, *CORE_ONLY)
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=120, **kw)  # type: ignore[call-overload]
 
@@ -71,7 +77,7 @@ def test_sigint_checkpoints_exits_130_and_says_how_to_resume(tmp_path: Path) -> 
     inputs = _inputs(tmp_path, 400)
     with run_in_thread(reply=_reply, latency=0.05) as fake:
         cmd = [sys.executable, "-m", "engine", "run", str(inputs), "-o", "out", "--base-url", fake.base_url,
-               "--model", "m", "--progress", "off", "--concurrency", "4"]
+               "--model", "m", "--progress", "off", "--concurrency", "4", *CORE_ONLY]
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.time() + 30

@@ -60,6 +60,7 @@ def _run(base_url: str, inputs: Path, out: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "engine", "run", str(inputs), "-o", str(out), "--progress", "off",
            "--base-url", base_url, "--model", "m", "--concurrency", "32", "--rpm", "2400",
            "--set", "run.checkpoint_interval=0.25", "--set", "text_to_persona.parse_retries=1",
+           "--set", "expansion.enabled=false", "--set", "synthesis.enabled=false",
            "--set", "endpoints.default.backoff_base=0.01", "--set", "endpoints.default.backoff_max=0.05"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=out.parent)

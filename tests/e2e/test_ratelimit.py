@@ -27,6 +27,7 @@ def _cfg(base_url: str, **endpoint: object) -> config.Config:
         "run": {"checkpoint_interval": 2.0, "progress": "off"},
         "endpoints": {"fake": {"base_url": base_url, "model": "m", "max_in_flight": 64, **endpoint}},
         "text_to_persona": {"endpoint": "fake", "max_tokens": 32},
+        "expansion": {"enabled": False}, "synthesis": {"enabled": False},
     })
 
 

@@ -68,6 +68,7 @@ class EndpointRuntime:
 class _Window:
     items: list[tuple[WorkItem, Outcome]] = field(default_factory=list)
     opened: float = 0.0
+    candidates: int = 0
 
 
 class Pipeline:
@@ -175,6 +176,7 @@ class Pipeline:
                 tg.start_soon(self._progress_loop)
             await self._finished.wait()
             tg.cancel_scope.cancel()
+        self._flush_window()  # decide what already came back rather than asking the endpoint again
         if self.fatal is not None:
             self.checkpoint()
             self.write_status("failed")
@@ -300,19 +302,19 @@ class Pipeline:
         if not outcome.candidates:
             self._complete(item, outcome, [])
             return
-        if self.gate.window_count <= 1 and not self.gate.heavy:
+        if self.gate.window_count <= 1 or not self.gate.heavy:
             texts = [c.persona for c in outcome.candidates]
             self._complete(item, outcome, self.gate.decide(outcome.candidates, self.gate.prepare(texts)))
             return
         if not self._window.items:
             self._window.opened = time.monotonic()
         self._window.items.append((item, outcome))
+        self._window.candidates += len(outcome.candidates)
         self._kick_window()
 
     def _kick_window(self) -> None:
-        n = sum(len(o.candidates) for _, o in self._window.items)
         # flush when full, or when nothing else in flight could still fill it
-        if n >= self.gate.window_count or len(self._window.items) >= len(self.inflight):
+        if self._window.candidates >= self.gate.window_count or len(self._window.items) >= len(self.inflight):
             self._window_kick.set()
 
     async def _window_loop(self) -> None:
@@ -340,6 +342,19 @@ class Pipeline:
                 n = len(outcome.candidates)
                 self._complete(item, outcome, decisions[pos : pos + n])
                 pos += n
+
+    def _flush_window(self) -> None:
+        """Decide the pending window now, in this thread (used when the run stops)."""
+        batch, self._window = self._window.items, _Window()
+        if not batch:
+            return
+        cands = [c for _, o in batch for c in o.candidates]
+        decisions = self.gate.decide(cands, self.gate.prepare([c.persona for c in cands]))
+        pos = 0
+        for item, outcome in batch:
+            n = len(outcome.candidates)
+            self._complete(item, outcome, decisions[pos : pos + n])
+            pos += n
 
     def _complete(self, item: WorkItem, outcome: Outcome, decisions: list[Decision]) -> None:
         """Write the outcome's records, queue its follow-ups and mark the item done, in one step."""

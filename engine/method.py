@@ -15,7 +15,8 @@ from engine.stages.persona_to_persona import PersonaToPersona
 from engine.stages.text_to_persona import TextToPersona
 
 
-def build_stages(cfg: Config, endpoints: dict[str, EndpointRuntime]) -> dict[str, Stage]:
+def build_stages(cfg: Config, endpoints: dict[str, EndpointRuntime],
+                 demo_personas: dict[str, str] | None = None) -> dict[str, Stage]:
     """Every stage the config turns on, by the stage name that work items carry."""
     def structured(name: str) -> bool:
         return cfg.endpoint(name).structured_output
@@ -34,7 +35,7 @@ def build_stages(cfg: Config, endpoints: dict[str, EndpointRuntime]) -> dict[str
         solver = syn.math.solver_endpoint or syn.endpoint
         stages.update(build_task_stages(syn, model=endpoints[syn.endpoint].model, endpoint=syn.endpoint,
                                         solver_model=endpoints[solver].model, solver_endpoint=solver,
-                                        structured=structured(syn.endpoint), demo_personas={}))
+                                        structured=structured(syn.endpoint), demo_personas=demo_personas or {}))
     return stages
 
 

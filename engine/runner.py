@@ -21,6 +21,7 @@ from engine.client.http import EndpointClient, api_key_from_env
 from engine.config import Config
 from engine.errors import ModelUnavailable, PersonaError
 from engine.io import sources
+from engine.io.checkpoint import Checkpointer
 from engine.dedup.base import Gate
 from engine.pipeline import EndpointRuntime, Pipeline
 from engine.scheduler.budget import Budget
@@ -98,20 +99,25 @@ def build_gate(cfg: Config) -> Gate:
 
 async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: dict[str, EndpointRuntime],
                      *, force: bool, progress: Progress | None, gate: Gate) -> tuple[str, Pipeline]:
-    pipe = Pipeline(cfg, outdir, inputs, endpoints=endpoints, stages=method.build_stages(cfg, endpoints), gate=gate,
-                    force=force, progress=progress, extra_sinks=method.task_sinks(cfg))
+    ckpt = Checkpointer(outdir)
+    if ckpt.exists():
+        ckpt.load(cfg.fingerprint(), force=force)  # refuse a changed config before any request is sent
+    for ep in endpoints.values():
+        await ep.client.start()
+    pipe: Pipeline | None = None
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, pipe.request_stop, "interrupted")
     try:
+        demo = await _demo_personas(cfg, endpoints, outdir)
+        pipe = Pipeline(cfg, outdir, inputs, endpoints=endpoints, stages=method.build_stages(cfg, endpoints, demo),
+                        gate=gate, force=force, progress=progress, extra_sinks=method.task_sinks(cfg))
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, pipe.request_stop, "interrupted")
         pipe.open()
         method.Spawner(cfg, pipe)
         if progress is not None:
             progress.total = await asyncio.to_thread(_total, inputs, cfg.run.limit)
-        for ep in endpoints.values():
-            await ep.client.start()
         try:
             status = await pipe.run()
         except BaseExceptionGroup as group:  # noqa: F821 - builtin on 3.11, backport below
@@ -124,8 +130,26 @@ async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: d
             await ep.client.close()
         if progress is not None:
             progress.end()
-        pipe.close()
+        if pipe is not None:
+            pipe.close()
     return status, pipe
+
+
+async def _demo_personas(cfg: Config, endpoints: dict[str, EndpointRuntime], outdir: Path) -> dict[str, str]:
+    """Personas for demonstrations that lack one, when a task runs in persona-enhanced mode."""
+    syn = cfg.synthesis
+    if not (syn.enabled and syn.tasks):
+        return {}
+    from engine.demo_personas import derive
+    from engine.stages.synthesis import demos_missing_personas
+    from engine.stages.text_to_persona import TextToPersona
+
+    texts = demos_missing_personas(syn)
+    if not texts:
+        return {}
+    t2p = cfg.text_to_persona
+    stage = TextToPersona(t2p, model=endpoints[t2p.endpoint].model, structured=cfg.endpoint(t2p.endpoint).structured_output)
+    return await derive(texts, stage, endpoints[t2p.endpoint], outdir / "checkpoint" / "demo_personas.json")
 
 
 def _first_persona_error(group: BaseException) -> BaseException:

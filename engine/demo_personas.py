@@ -1,0 +1,50 @@
+"""Personas for few-shot demonstrations that lack one (persona-enhanced few-shot mode).
+
+Each demonstration without a persona gets one from Text-to-Persona before the run starts;
+the answers are cached in OUTDIR/checkpoint/demo_personas.json, so a resume (and every later
+run on that output) prompts with the same demonstrations.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.errors import EndpointError, ReplyError
+from engine.ids import content_id
+from engine.io.checkpoint import WorkItem
+from engine.pipeline import EndpointRuntime
+from engine.stages.text_to_persona import TextToPersona
+
+
+async def derive(texts: list[str], stage: TextToPersona, endpoint: EndpointRuntime, cache: Path,
+                 attempts: int = 4) -> dict[str, str]:
+    """{content_id("demo", text): persona} for every text, from the cache or the endpoint."""
+    known: dict[str, str] = {}
+    if cache.exists():
+        try:
+            known = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            known = {}
+    for text in texts:
+        key = content_id("demo", text)
+        if key in known:
+            continue
+        item = WorkItem(key=content_id("demo-t2p", text), stage=stage.name, payload={"source_id": key, "text": text})
+        for _ in range(attempts):
+            request = stage.request(item)
+            await endpoint.limiter.acquire(0)
+            try:
+                reply = await endpoint.client.complete(request)
+                known[key] = stage.parse(item, reply).candidates[0].persona
+                break
+            except (EndpointError, ReplyError):
+                continue
+            finally:
+                endpoint.limiter.release(0, 0)
+        # a demo still without a persona falls back to plain few-shot for that demo
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known, indent=1))
+    tmp.replace(cache)
+    return known

@@ -105,6 +105,11 @@ cdef extern from *:
         k ^= k >> 33; k *= 0xC4CEB9FE1A85EC53ULL;
         return k ^ (k >> 33);
     }
+    #if defined(__GNUC__) || defined(__clang__)
+    #define pe_prefetch(p) __builtin_prefetch(p)
+    #else
+    #define pe_prefetch(p) ((void)0)
+    #endif
     #define PE_FNV_OFFSET 0xCBF29CE484222325ULL
     #define PE_FNV_PRIME 0x100000001B3ULL
     #define PE_GOLDEN 0x9E3779B97F4A7C15ULL
@@ -117,6 +122,7 @@ cdef extern from *:
     uint64_t pe_reduce61(uint64_t x) noexcept nogil
     uint64_t pe_fmix64(uint64_t k) noexcept nogil
     void pe_sort_u64(uint64_t* v, size_t n) noexcept nogil
+    void pe_prefetch(const void* p) noexcept nogil
     void pe_signature(const uint64_t* xs, size_t n, const uint32_t* a0, const uint32_t* a1,
                       const uint64_t* b, size_t k, uint64_t* sig) noexcept nogil
 
@@ -556,6 +562,10 @@ cdef class MinHashIndex:
         self._enter(item)
         self.queries += 1
         self.candidates_len = 0
+        # one cache miss per band table: issue them all before probing any
+        for band in range(self.bands):
+            t = &self.tables[band]
+            pe_prefetch(&t.slots[item.keys[band] & t.mask])
         for band in range(self.bands):
             t = &self.tables[band]
             key = item.keys[band]

@@ -153,7 +153,10 @@ class DedupGate(Gate):
         if self.exact is not None:
             self.exact = ExactIndex.load(directory / "exact", c.exact.expected_items, c.exact.false_positive_rate)
         if self.minhash is not None:
-            self.minhash = type(self.minhash).load(directory / "minhash")
+            m = c.minhash
+            # a snapshot written under other MinHash settings is refused, not mixed
+            self.minhash = type(self.minhash).load(directory / "minhash", threshold=m.threshold, num_perm=m.num_perm,
+                                                   ngram=m.ngram, seed=m.seed)
         if self.semantic is not None:
             from engine.dedup.semantic import SemanticIndex
 

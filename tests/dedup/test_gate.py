@@ -11,8 +11,8 @@ import pytest
 from engine.config import Exact, GateCfg, MinHash, Quality, Semantic
 from engine.dedup.exact import ExactIndex, normalise, text_hash
 from engine.dedup.gate import DedupGate
-from engine.stages.base import Candidate
 from engine.ids import content_id
+from engine.stages.base import Candidate
 
 
 def cand(text: str, i: int = 0) -> Candidate:

@@ -29,11 +29,7 @@ class Fidelity:
     @property
     def faithful(self) -> bool:
         """p99 <= 0.01 and >= 99.9% of verdicts kept at 0.9 and 0.5."""
-        return (
-            self.p99 <= MAX_P99
-            and self.agree_09 >= MIN_AGREEMENT
-            and self.agree_05 >= MIN_AGREEMENT
-        )
+        return self.p99 <= MAX_P99 and self.agree_09 >= MIN_AGREEMENT and self.agree_05 >= MIN_AGREEMENT
 
     def as_dict(self) -> dict[str, float | bool]:
         return {**asdict(self), "faithful": self.faithful}
@@ -41,8 +37,11 @@ class Fidelity:
 
 def compare(test: np.ndarray, reference: np.ndarray) -> Fidelity:
     """Fidelity of embeddings ``test`` to ``reference`` (same texts, unit rows)."""
-    test = np.asarray(test, dtype=np.float32)
-    reference = np.asarray(reference, dtype=np.float32)
+    # Re-normalise: a bf16 peer's rows are unit only to bf16 precision.
+    test, reference = (
+        np.asarray(v, dtype=np.float32) / np.linalg.norm(v, axis=1, keepdims=True).astype(np.float32)
+        for v in (test, reference)
+    )
     cos = (test * reference).sum(axis=1)
     upper = np.triu_indices(len(test), 1)
     sim_test, sim_ref = (test @ test.T)[upper], (reference @ reference.T)[upper]

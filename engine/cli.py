@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from engine import __version__
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--text-field", help='JSON field holding the text (default "text")')
     run.add_argument("--id-field", help='JSON field holding the id (default "id"; else a content hash)')
     run.add_argument("--progress", choices=["auto", "bar", "log", "off"], help="progress display")
+    run.add_argument("--no-report", action="store_true", help="skip the report (report.json, plots) at the end")
     _endpoint_args(run)
 
     dd = sub.add_parser("dedup", help="the dedup gate alone over existing persona files",
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--text-field", default="persona", help='field holding the persona text (default "persona")')
     dd.add_argument("--id-field", default="id", help='field holding the id (default "id"; else a content hash)')
     _config_args(dd)
+
+    from engine.report.cli import add_command as add_report_command
+
+    COMMANDS.update(add_report_command(sub))
     return parser
 
 
@@ -98,6 +104,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     outdir = args.output or Path(cfg.run.output_dir)  # type: ignore[attr-defined]
     result = runner.execute(cfg, outdir, inputs, force=args.force, progress_mode=args.progress)  # type: ignore[arg-type]
     print(runner.summary(result))
+    if result.status == "finished" and not args.no_report:
+        from engine.report import render_text, write_report
+        from engine.report.cli import where
+
+        report = write_report(outdir, cfg)  # type: ignore[arg-type]
+        print()
+        print(render_text(report))
+        print(where(report))
     if result.status == "stopped":
         print(f"\ninterrupted; everything done so far is saved. Resume with:\n  {runner.resume_command()}",
               file=sys.stderr)
@@ -120,7 +134,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "dedup": cmd_dedup}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run, "dedup": cmd_dedup}
 
 
 def main(argv: list[str] | None = None) -> int:

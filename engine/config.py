@@ -71,6 +71,7 @@ class Embedded(_Base):
     ctx_size: PosInt = 16384  # split across slots: 2048 tokens each at 8 slots
     threads: NonNegInt = 0
     startup_timeout: PosFloat = 180.0
+    request_timeout: PosFloat = 900.0
 
 
 class Run(_Base):
@@ -140,6 +141,8 @@ class MathTask(Task):
     solutions: PosInt = 3  # k
     agree: PosInt = 2  # m
     solver_max_tokens: PosInt = 512
+    solver_temperature: NonNegFloat = 0.7  # > 0, so the k solutions are independent
+    solve_template: str = ""  # a .toml replacing engine/prompts/tasks/math_solve.toml
 
     def __post_init__(self) -> None:
         if self.agree > self.solutions:
@@ -158,6 +161,8 @@ class InstructionTask(Task):
     turns: NonNegInt = 0  # extra exchanges after the first instruction (assistant reply + persona's next turn)
     dialogue: bool = False  # also a conversation between this persona and another persona from the hub
     dialogue_turns: PosInt = 4
+    turn_template: str = ""  # replaces engine/prompts/tasks/instruction_turn.toml
+    dialogue_template: str = ""  # replaces engine/prompts/tasks/instruction_dialogue.toml
 
 
 class KnowledgeTask(Task):
@@ -174,6 +179,7 @@ class ToolTask(Task):
     """Function interfaces (validated JSON) and, optionally, their Python implementations."""
 
     implement: bool = True
+    implement_template: str = ""  # replaces engine/prompts/tasks/tool_implement.toml
 
 
 class Synthesis(_Base):
@@ -312,7 +318,9 @@ class Config(_Base):
         """The endpoint called `name` ("embedded" exists even when not declared)."""
         if name in self.endpoints:
             return self.endpoints[name]
-        return Endpoint(base_url="embedded", model="smollm2-135m-instruct", max_in_flight=self.embedded.parallel)
+        # a 135M model on a few CPU cores can take minutes for a long reply under load
+        return Endpoint(base_url="embedded", model="smollm2-135m-instruct", max_in_flight=self.embedded.parallel,
+                        request_timeout=self.embedded.request_timeout)
 
     def fingerprint(self) -> str:
         """Hash of every setting that changes what is written; names the checkpoint state."""
@@ -464,5 +472,12 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
         sem = msgspec.structs.replace(sem, model=fix(sem.model))
     sem = msgspec.structs.replace(sem, tokenizer=fix(sem.tokenizer))
     gate = msgspec.structs.replace(cfg.gate, semantic=sem)
+    syn = cfg.synthesis
+    for name in ("math", "logic", "instruction", "knowledge", "npc", "tool"):
+        task = syn.task(name)
+        paths = {f: fix(getattr(task, f)) for f in task.__struct_fields__
+                 if f in ("template", "demos", "world") or f.endswith("_template")}
+        syn = msgspec.structs.replace(syn, **{name: msgspec.structs.replace(task, **paths)})
+    ex = msgspec.structs.replace(cfg.expansion, template=fix(cfg.expansion.template))
     t2p = msgspec.structs.replace(cfg.text_to_persona, template=fix(cfg.text_to_persona.template))
-    return msgspec.structs.replace(cfg, run=run, text_to_persona=t2p, gate=gate)
+    return msgspec.structs.replace(cfg, run=run, text_to_persona=t2p, gate=gate, synthesis=syn, expansion=ex)

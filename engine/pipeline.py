@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from engine.client.http import EndpointClient
@@ -35,7 +36,7 @@ from engine.scheduler.backoff import backoff_delay
 from engine.scheduler.limiter import Limiter
 from engine.scheduler.progress import Progress
 from engine.scheduler.workqueue import WorkQueue
-from engine.stages.base import Candidate, Outcome, Stage
+from engine.stages.base import Outcome, Stage
 from engine.stages.text_to_persona import TextToPersona
 
 SINKS = ("personas", "rejected", "dead_letter")
@@ -220,7 +221,7 @@ class Pipeline:
                                     payload={"source_id": rec.source_id, "where": rec.where}),
                            rec.reason, rec.raw, inflight=False)
                 self.counters["inputs_done"] += 1
-                await anyio.sleep(0)  # a long run of bad lines must not starve the loop
+                await anyio.lowlevel.checkpoint()  # a long run of bad lines must not starve the loop
                 continue
             item = TextToPersona.item(rec.source_id, rec.text, ordinal)
             self.inflight[item.key] = item

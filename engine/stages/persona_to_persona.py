@@ -20,8 +20,9 @@ SCHEMA: dict[str, Any] = {
     "properties": {"relations": {"type": "array", "items": {
         "type": "object",
         "properties": {"relation": {"type": "string"}, "persona": {"type": "string"}},
-        "required": ["relation", "persona"]}}},
+        "required": ["relation", "persona"], "additionalProperties": False}}},
     "required": ["relations"],
+    "additionalProperties": False,
 }
 
 

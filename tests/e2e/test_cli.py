@@ -19,7 +19,7 @@ def _reply(body: dict) -> str:
 
 
 CORE_ONLY = ["--set", "expansion.enabled=false", "--set", "synthesis.enabled=false",
-             "--set", "gate.semantic.enabled=false", "--set", "gate.minhash.enabled=false"]
+             "--set", "gate.semantic.enabled=false", "--set", "gate.minhash.enabled=false", "--no-report"]
 
 
 def persona(*args: str, cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:

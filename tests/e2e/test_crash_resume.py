@@ -57,7 +57,7 @@ def _write_inputs(path: Path) -> set[str]:
 
 
 def _run(base_url: str, inputs: Path, out: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "engine", "run", str(inputs), "-o", str(out), "--progress", "off",
+    cmd = [sys.executable, "-m", "engine", "run", str(inputs), "-o", str(out), "--progress", "off", "--no-report",
            "--base-url", base_url, "--model", "m", "--concurrency", "32", "--rpm", "2400",
            "--set", "run.checkpoint_interval=0.25", "--set", "text_to_persona.parse_retries=1",
            "--set", "expansion.enabled=false", "--set", "synthesis.enabled=false",

@@ -98,8 +98,6 @@ class CachedFile:
             log.warning("building %s (%s); this happens once per machine", self.path, problem)
             data, record = build()
             _write_atomic(self.path, data)
-            _write_atomic(
-                self._sum, f"{hashlib.sha256(data).hexdigest()}  {self.path.name}\n".encode()
-            )
+            _write_atomic(self._sum, f"{hashlib.sha256(data).hexdigest()}  {self.path.name}\n".encode())
             _write_atomic(self._record, json.dumps({**record, "recipe": recipe}, indent=1).encode())
             return self.path

@@ -32,14 +32,10 @@ class InputStats:
     def scaled(self, factors: np.ndarray) -> InputStats:
         """The statistics of X * factors (positive per-channel factors)."""
         f = factors.astype(np.float64)
-        return InputStats(
-            self.low * factors, self.high * factors, self.gram * np.outer(f, f), self.tokens
-        )
+        return InputStats(self.low * factors, self.high * factors, self.gram * np.outer(f, f), self.tokens)
 
 
-def _batches(
-    tokenizer: Path, texts: Sequence[str], size: int = 64
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _batches(tokenizer: Path, texts: Sequence[str], size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(input_ids, attention_mask) batches of length-sorted, unpadded-per-batch texts."""
     tok = Tokenizer.from_file(str(tokenizer))
     tok.no_padding()
@@ -57,9 +53,7 @@ def _batches(
         yield input_ids, mask
 
 
-def calibrate(
-    model: onnx.ModelProto, tokenizer: Path, texts: Sequence[str], layers: int
-) -> dict[str, InputStats]:
+def calibrate(model: onnx.ModelProto, tokenizer: Path, texts: Sequence[str], layers: int) -> dict[str, InputStats]:
     """Input statistics of each linear of a plain fp32 graph over ``texts`` (padding excluded)."""
     by_node = {n.name: n.input[0] for n in model.graph.node}
     wanted = {name: by_node[f"{name}_matmul_node"] for name in linear_names(layers)}
@@ -67,14 +61,10 @@ def calibrate(
     probe.CopyFrom(model)
     tensors = sorted(set(wanted.values()))
     for tensor in tensors:
-        probe.graph.output.append(
-            helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None)
-        )
+        probe.graph.output.append(helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(
-        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     stats: dict[str, InputStats] = {}
     for input_ids, mask in _batches(tokenizer, texts):
         feeds = {

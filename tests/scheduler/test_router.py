@@ -324,7 +324,8 @@ def test_persona_run_over_two_servers_survives_one_failing_for_a_while(tmp_path:
     assert result.status == "finished", result.error
     assert c["inputs_done"] == n and c.get("dead", 0) == 0  # nothing lost: no item ran out of retries
     assert faulted >= 3 and c["failovers"] >= 1
-    assert a_total + b_total == n and a_total > 40  # each input answered once; a healed and worked again
+    assert c["ok"] == n  # each input's reply was used once (a drained request may still be served, unread)
+    assert a_total > 40 and b_total > 40  # both served; a healed and worked again
     ids = [r["id"] for r in read_records(tmp_path / "out" / "personas.jsonl.zst")]
     assert len(ids) == len(set(ids))
     status = json.loads((tmp_path / "out" / "checkpoint" / "status.json").read_text())

@@ -52,21 +52,32 @@ class Spawner:
         self.cfg = cfg
         self.pipe = pipe
         self.synthesised = 0
+        self.expanded = 0  # expansion items spawned
         self.partner: dict[str, Any] | None = None  # the last persona synthesised, for dialogues
         restored = pipe.restored_extra.get("spawner")
         if isinstance(restored, dict):
             self.synthesised = int(restored.get("synthesised", 0))
+            self.expanded = int(restored.get("expanded", 0))
             self.partner = restored.get("partner")
         pipe.on_accept.append(self.on_accept)
-        pipe.extra_state["spawner"] = lambda: {"synthesised": self.synthesised, "partner": self.partner}
+        pipe.extra_state["spawner"] = lambda: {"synthesised": self.synthesised, "expanded": self.expanded,
+                                               "partner": self.partner}
+
+    def _room_to_expand(self) -> bool:
+        """Under `max_personas`, counting what expansions in flight may still add."""
+        cap = self.cfg.expansion.max_personas
+        if not cap:
+            return True
+        outstanding = self.expanded - self.pipe.counters[f"done.{PersonaToPersona.name}"]
+        return self.pipe.counters["accepted"] + outstanding * self.cfg.expansion.relations < cap
 
     def on_accept(self, rec: Persona) -> list[WorkItem]:
         work: list[WorkItem] = []
         persona = msgspec.structs.asdict(rec)
         persona.pop("usage", None)
         ex = self.cfg.expansion
-        if (PersonaToPersona.name in self.pipe.stages and rec.depth < ex.max_depth
-                and not (ex.max_personas and self.pipe.counters["accepted"] >= ex.max_personas)):
+        if PersonaToPersona.name in self.pipe.stages and rec.depth < ex.max_depth and self._room_to_expand():
+            self.expanded += 1
             work.append(PersonaToPersona.item(persona))
         syn = self.cfg.synthesis
         if syn.enabled and syn.tasks and not (syn.max_personas and self.synthesised >= syn.max_personas):

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.report.cli import add_command as add_report_command
 
     COMMANDS.update(add_report_command(sub))
+
+    from engine.service.cli import add_commands as add_service_commands
+
+    COMMANDS.update(add_service_commands(sub))
     return parser
 
 

@@ -40,6 +40,7 @@ from engine.stages.base import Outcome, Stage
 from engine.stages.text_to_persona import TextToPersona
 
 SINKS = ("personas", "rejected", "dead_letter")
+EMPTY_FRAME_BYTES = 16  # an empty zstd frame with checksum is 13 bytes
 
 
 @dataclass
@@ -127,7 +128,9 @@ class Pipeline:
         if self.ckpt.exists():
             state = self.ckpt.load(self.fingerprint, force=self.force)
         else:
-            present = [n for n in self.sink_names if (self.outdir / f"{n}.jsonl.zst").exists()]
+            # a file holding only the empty frame (a kill right after creation) is not foreign output
+            present = [n for n in self.sink_names
+                       if (p := self.outdir / f"{n}.jsonl.zst").exists() and p.stat().st_size > EMPTY_FRAME_BYTES]
             if present and not self.force:
                 from engine.errors import CheckpointError
 

@@ -58,7 +58,7 @@ def check(text: str, q: Quality) -> str | None:
         return "placeholder"
     if _MARKUP.search(t):
         return "markup"
-    letters = sum(ch.isalpha() for ch in t)
+    letters = sum(map(str.isalpha, t))
     if letters < q.min_letter_share * len(t):
         return "not_text"
     lower = [w.lower() for w in words]

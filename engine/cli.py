@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from engine.report import render_text, write_report
         from engine.report.cli import where
 
-        report = write_report(outdir, cfg)  # type: ignore[arg-type]
+        report = write_report(outdir, cfg)
         print()
         print(render_text(report))
         print(where(report))
@@ -120,7 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"\ninterrupted; everything done so far is saved. Resume with:\n  {runner.resume_command()}",
               file=sys.stderr)
     elif result.status == "failed":
-        print(f"\nerror: {result.error}\nprogress is saved; fix the cause and resume with:\n  {runner.resume_command()}",
+        print(f"\nerror: {result.error}\nprogress is saved; fix the cause and resume with:\n"
+              f"  {runner.resume_command()}",
               file=sys.stderr)
     return result.exit_code
 

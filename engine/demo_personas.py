@@ -17,15 +17,21 @@ from engine.pipeline import EndpointRuntime
 from engine.stages.text_to_persona import TextToPersona
 
 
-async def derive(texts: list[str], stage: TextToPersona, endpoint: EndpointRuntime, cache: Path,
-                 attempts: int = 4) -> dict[str, str]:
-    """{content_id("demo", text): persona} for every text, from the cache or the endpoint."""
+def _read_cache(cache: Path) -> dict[str, str]:
+    """The cached answers, or none when the cache is missing or unreadable."""
     known: dict[str, str] = {}
     if cache.exists():
         try:
             known = json.loads(cache.read_text())
         except (OSError, ValueError):
             known = {}
+    return known
+
+
+async def derive(texts: list[str], stage: TextToPersona, endpoint: EndpointRuntime, cache: Path,
+                 attempts: int = 4) -> dict[str, str]:
+    """{content_id("demo", text): persona} for every text, from the cache or the endpoint."""
+    known = _read_cache(cache)
     for text in texts:
         key = content_id("demo", text)
         if key in known:

@@ -23,7 +23,8 @@ def build_stages(cfg: Config, endpoints: dict[str, EndpointRuntime],
 
     t2p = cfg.text_to_persona
     stages: dict[str, Stage] = {
-        TextToPersona.name: TextToPersona(t2p, model=endpoints[t2p.endpoint].model, structured=structured(t2p.endpoint))}
+        TextToPersona.name: TextToPersona(t2p, model=endpoints[t2p.endpoint].model,
+                                          structured=structured(t2p.endpoint))}
     ex = cfg.expansion
     if ex.enabled and ex.max_depth > 0:
         stages[PersonaToPersona.name] = PersonaToPersona(ex, model=endpoints[ex.endpoint].model,

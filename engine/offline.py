@@ -61,7 +61,7 @@ def dedup_files(cfg: Config, inputs: list[str], outdir: Path, *, text_field: str
 
     def flush() -> None:
         decisions = gate.decide([c for c, _ in pending], gate.prepare([c.persona for c, _ in pending]))
-        for (cand, rec), dec in zip(pending, decisions):
+        for (cand, rec), dec in zip(pending, decisions, strict=True):
             if dec.accepted:
                 kept.write(rec)
                 counts["kept"] += 1
@@ -74,7 +74,7 @@ def dedup_files(cfg: Config, inputs: list[str], outdir: Path, *, text_field: str
         pending.clear()
 
     for path in paths:
-        for where, rec in iter_objects(path):
+        for _where, rec in iter_objects(path):
             text = rec.get(text_field)
             if not isinstance(text, str) or not text.strip():
                 counts["skipped"] += 1

@@ -366,7 +366,7 @@ class Pipeline:
         for sink, record in outcome.records:
             self.sinks[sink].write(record)
         follow = list(outcome.follow)
-        for cand, dec in zip(outcome.candidates, decisions):
+        for cand, dec in zip(outcome.candidates, decisions, strict=True):
             if dec.accepted:
                 rec = Persona(id=cand.id, persona=cand.persona, source_id=cand.source_id, relation=cand.relation,
                               parent_id=cand.parent_id, root_id=cand.root_id or cand.id, depth=cand.depth,

@@ -148,7 +148,8 @@ async def _demo_personas(cfg: Config, endpoints: dict[str, EndpointRuntime], out
     if not texts:
         return {}
     t2p = cfg.text_to_persona
-    stage = TextToPersona(t2p, model=endpoints[t2p.endpoint].model, structured=cfg.endpoint(t2p.endpoint).structured_output)
+    stage = TextToPersona(t2p, model=endpoints[t2p.endpoint].model,
+                          structured=cfg.endpoint(t2p.endpoint).structured_output)
     return await derive(texts, stage, endpoints[t2p.endpoint], outdir / "checkpoint" / "demo_personas.json")
 
 
@@ -207,7 +208,8 @@ def summary(result: RunResult) -> str:
         f"inputs      {c.get('inputs_done', 0)} done",
         f"personas    {c.get('accepted', 0)} accepted, {sum(rejected.values())} rejected"
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(rejected.items()))})" if rejected else ""),
-        f"requests    {c.get('requests', 0)} sent, {c.get('retries', 0)} retried, {c.get('rate_limited', 0)} rate-limited, "
+        f"requests    {c.get('requests', 0)} sent, {c.get('retries', 0)} retried, "
+        f"{c.get('rate_limited', 0)} rate-limited, "
         f"{c.get('bad_replies', 0)} unusable replies, {c.get('dead', 0)} dead-lettered",
         f"tokens      {c.get('prompt_tokens', 0)} prompt + {c.get('completion_tokens', 0)} completion",
         f"output      {result.outdir}/",

@@ -79,7 +79,8 @@ async def send_plain(client: EndpointClient, req: BenchRequest, prompt: Prompt) 
 class Streamer:
     """Streams chat completions over one aiohttp session and times each content chunk."""
 
-    def __init__(self, base_url: str, *, api_key: str | None, timeout: float, connections: int) -> None:
+    def __init__(self, base_url: str, *, api_key: str | None, timeout: float, connections: int,
+                 keepalive: bool = True) -> None:
         url = base_url.rstrip("/")
         self.url = (url if url.endswith("/v1") else url + "/v1") + "/chat/completions"
         self._headers = {"Content-Type": "application/json"}
@@ -87,10 +88,12 @@ class Streamer:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
+        self._keepalive = keepalive
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Streamer:
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self._connections),
+        connector = aiohttp.TCPConnector(limit=self._connections, force_close=not self._keepalive)
+        self._session = aiohttp.ClientSession(connector=connector,
                                               timeout=self._timeout, headers=self._headers)
         return self
 
@@ -99,23 +102,42 @@ class Streamer:
             await self._session.close()
 
     async def send(self, req: BenchRequest, prompt: Prompt) -> Result:
+        """Stream one request; a request that could not even be written to a kept-alive
+        connection (llama.cpp's server closes it after each stream without saying so) is sent
+        once more on a fresh one, timed from the second try."""
+        body = _ENC.encode(req)
+        for attempt in (1, 2):
+            res, stale = await self._send_once(body, prompt)
+            if not stale or attempt == 2:
+                return res
+        raise AssertionError("unreachable")
+
+    async def _send_once(self, body: bytes, prompt: Prompt) -> tuple[Result, bool]:
         assert self._session is not None
         t0 = time.perf_counter()
         res = Result(ok=False)
+        started = False
         try:
-            async with self._session.post(self.url, data=_ENC.encode(req)) as resp:
+            async with self._session.post(self.url, data=body) as resp:
+                started = True
                 if resp.status != 200:
                     await resp.read()
                     res.error = f"HTTP {resp.status}"
                     res.latency = time.perf_counter() - t0
-                    return res
+                    return res, False
                 await self._read(resp, t0, res, prompt)
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as e:
+            if not started:
+                res.error = "connection closed before the request was sent"
+                res.latency = time.perf_counter() - t0
+                return res, True
+            res.error = type(e).__name__
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             res.error = "timeout" if isinstance(e, asyncio.TimeoutError) else type(e).__name__
         except ValueError as e:  # msgspec.DecodeError: a chunk that is not JSON
             res.error = f"bad chunk: {str(e)[:80]}"
         res.latency = time.perf_counter() - t0
-        return res
+        return res, False
 
     async def _read(self, resp: aiohttp.ClientResponse, t0: float, res: Result, prompt: Prompt) -> None:
         dec = SSEDecoder()

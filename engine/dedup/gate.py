@@ -165,7 +165,8 @@ class DedupGate(Gate):
             if idx is not None and len(idx) != self._n:
                 from engine.errors import CheckpointError
 
-                raise CheckpointError(f"gate snapshot {directory}: {name} index holds {len(idx)} items, expected {self._n}")
+                raise CheckpointError(
+                    f"gate snapshot {directory}: {name} index holds {len(idx)} items, expected {self._n}")
         self.version = self._n
 
     def summary(self) -> dict[str, Any]:
@@ -179,7 +180,8 @@ class DedupGate(Gate):
         if self.embedder is not None:
             out["semantic"] = {"threshold": self.cfg.semantic.threshold, "provider": self.embedder.provider,
                                "model": str(getattr(self.embedder, "files", "")),
-                               "texts_per_s": round(self.embedded / self.embed_seconds, 1) if self.embed_seconds else None}
+                               "texts_per_s": (round(self.embedded / self.embed_seconds, 1)
+                                               if self.embed_seconds else None)}
         return out
 
 

@@ -65,7 +65,7 @@ def check(text: str, q: Quality) -> str | None:
     if len(lower) >= 8 and len(set(lower)) / len(lower) < q.min_distinct_share:
         return "repetition"
     run = 1
-    for a, b in zip(lower, lower[1:]):
+    for a, b in zip(lower, lower[1:], strict=False):
         run = run + 1 if a == b else 1
         if run >= 3:
             return "repetition"

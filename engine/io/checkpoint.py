@@ -72,7 +72,8 @@ class Checkpointer:
         try:
             state = msgspec.json.decode(self.path.read_bytes(), type=State)
         except (OSError, msgspec.DecodeError) as e:
-            raise CheckpointError(f"checkpoint {self.path} cannot be read ({e}); remove {self.dir} to start over") from None
+            raise CheckpointError(
+                f"checkpoint {self.path} cannot be read ({e}); remove {self.dir} to start over") from None
         if state.version != VERSION:
             raise CheckpointError(f"checkpoint {self.path} has version {state.version}, this engine writes {VERSION}")
         if fingerprint is not None and state.fingerprint != fingerprint and not force:

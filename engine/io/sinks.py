@@ -85,7 +85,8 @@ def iter_records(path: Path, type: Any = None) -> Any:
     """Stream the records of a .jsonl.zst (or plain .jsonl) file."""
     dec = msgspec.json.Decoder(type) if type is not None else msgspec.json.Decoder()
     with open(path, "rb") as fh:
-        stream = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True) if str(path).endswith(".zst") else fh
+        stream = (zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
+                  if str(path).endswith(".zst") else fh)
         pending = b""
         while chunk := stream.read(1 << 20):
             pending += chunk

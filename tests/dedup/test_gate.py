@@ -32,7 +32,8 @@ def test_quality_rejects_carry_reason_codes() -> None:
     g = gate(semantic=False)
     texts = ["nurse", "I'm sorry, but I cannot help with that request about a teacher.",
              "<one-sentence description of the reader>", '{"persona": "a baker who bakes"}',
-             "Bobby Blair Johnson", "a baker baker baker who likes bread", "A marine biologist who studies coral bleaching."]
+             "Bobby Blair Johnson", "a baker baker baker who likes bread",
+             "A marine biologist who studies coral bleaching."]
     d = g.decide([cand(t, i) for i, t in enumerate(texts)], None)
     assert [(x.stage, x.reason) for x in d[:6]] == [
         ("quality", "too_short"), ("quality", "refusal"), ("quality", "placeholder"), ("quality", "markup"),

@@ -19,7 +19,8 @@ JOBS = ("nurse", "welder", "pilot", "baker", "farmer", "tailor", "miner", "sailo
 def _fresh(seed: str) -> str:
     h = int(hashlib.sha256(seed.encode()).hexdigest(), 16)
     words = [WORDS[(h >> (5 * i)) % len(WORDS)] for i in range(4)]
-    return f"A {JOBS[h % len(JOBS)]} who collects {words[0]} maps, paints {words[1]} skies and studies {words[2]} {words[3]}."
+    return (f"A {JOBS[h % len(JOBS)]} who collects {words[0]} maps, paints {words[1]} skies "
+            f"and studies {words[2]} {words[3]}.")
 
 
 def _reply(stale: bool) -> Any:
@@ -28,7 +29,8 @@ def _reply(stale: bool) -> Any:
         if "connected to a text" in system:
             return json.dumps({"persona": _fresh(last)})
         if stale:  # always the same relatives: after the first expansion nothing new passes the gate
-            return json.dumps({"relations": [{"relation": "neighbour", "persona": "A retired postman who tends roses."}]})
+            return json.dumps({"relations": [{"relation": "neighbour",
+                                              "persona": "A retired postman who tends roses."}]})
         return json.dumps({"relations": [{"relation": "colleague", "persona": _fresh(last + "c")},
                                          {"relation": "friend", "persona": _fresh(last + "f")}]})
     return reply

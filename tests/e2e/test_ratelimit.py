@@ -87,5 +87,5 @@ def test_retry_after_pauses_the_whole_endpoint(tmp_path: Path) -> None:
         result = runner.execute(_cfg(fake.base_url, max_in_flight=4), tmp_path / "out",
                                 [str(_inputs(tmp_path, 40))], progress_mode="off")
     assert result.status == "finished" and result.counters["rate_limited"] == 1
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     assert max(gaps) >= 0.9, gaps  # the shared cool-down held every request back

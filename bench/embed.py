@@ -92,14 +92,14 @@ def candidates(tmp: Path) -> dict[str, Path]:
     weights = load_weights(models.minilm_weights())
     cfg = BertConfig.from_file(models.minilm_dir() / "config.json")
     fp32 = recipe.build_fp32(weights, cfg)
-    stats = calibrate(
-        fp32, models.minilm_tokenizer(), persona_texts(recipe.CALIBRATION_TEXTS, seed=0), cfg.layers
-    )
+    stats = calibrate(fp32, models.minilm_tokenizer(), persona_texts(recipe.CALIBRATION_TEXTS, seed=0), cfg.layers)
+    keep5 = recipe.KEEP_FP32
     plans = {
         "int8 dynamic, RTN, all linears": recipe.Int8Plan({}, use_gptq=False, static=False),
         "int8 static, RTN, all linears": recipe.Int8Plan({}, use_gptq=False),
         "int8 static, SmoothQuant .85 + GPTQ, all": recipe.Int8Plan(),
-        "int8 static, SQ + GPTQ, ffn2 fp32": recipe.Int8Plan(keep_fp32=("ffn2",)),
+        "  same, two-pass activations on 5 linears": recipe.Int8Plan(two_pass=keep5),
+        "  same, ffn2 of every layer fp32": recipe.Int8Plan(keep_fp32=("ffn2",)),
     }
     out = {}
     for name, plan in plans.items():
@@ -109,9 +109,7 @@ def candidates(tmp: Path) -> dict[str, Path]:
     return out
 
 
-def sentence_transformers(
-    venv: Path, texts: list[str], threads: int, reps: int, tmp: Path
-) -> dict[str, Any]:
+def sentence_transformers(venv: Path, texts: list[str], threads: int, reps: int, tmp: Path) -> dict[str, Any]:
     """sentence-transformers fp32 and bf16 from ``venv``: texts/s and embeddings."""
     job = {
         "model_dir": str(models.minilm_dir()),
@@ -140,9 +138,7 @@ def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
     """Random-ish unit embeddings: points scattered around 1,000 random centres."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((1000, dim)).astype(np.float32)
-    vecs = centres[rng.integers(0, 1000, n)] + 0.6 * rng.standard_normal((n, dim)).astype(
-        np.float32
-    )
+    vecs = centres[rng.integers(0, 1000, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
     out: np.ndarray = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
     return out
 
@@ -159,9 +155,7 @@ def index_bench(n: int, dim: int, queries: int = 2000) -> dict[str, float]:
     start = time.perf_counter()
     found = index.search(probes)
     search = queries / (time.perf_counter() - start)
-    truth = np.concatenate(
-        [np.argmax(data @ chunk.T, axis=0) for chunk in np.array_split(probes, 20)]
-    )
+    truth = np.concatenate([np.argmax(data @ chunk.T, axis=0) for chunk in np.array_split(probes, 20)])
     hits = np.array([m.position if m else -1 for m in found])
     return {
         "n": n,
@@ -213,10 +207,7 @@ def main() -> None:
         }
         if args.candidates:
             embedders.update(candidates(tmp))
-        loaded = {
-            name: Embedder(path, tok, providers="cpu", threads=args.threads)
-            for name, path in embedders.items()
-        }
+        loaded = {name: Embedder(path, tok, providers="cpu", threads=args.threads) for name, path in embedders.items()}
         speeds, vecs = time_round_robin(loaded, texts, args.reps)
         rows.extend({"embedder": name, "texts_per_s": speeds[name]} for name in embedders)
         if (args.st_venv / "bin" / "python").exists():
@@ -265,9 +256,7 @@ def main() -> None:
         f"{stage['items_per_s']:.0f} items/s, kept {stage['kept']} of {stage['items']}"
     )
     if args.json:
-        args.json.write_text(
-            json.dumps({"embedders": rows, "index": index, "stage": stage}, indent=1)
-        )
+        args.json.write_text(json.dumps({"embedders": rows, "index": index, "stage": stage}, indent=1))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.service.cli import add_commands as add_service_commands
 
     COMMANDS.update(add_service_commands(sub))
+    from engine.bench.cli import add_commands as add_bench_commands
+
+    COMMANDS.update(add_bench_commands(sub))
     return parser
 
 

@@ -51,10 +51,23 @@ class Endpoint(_Base, frozen=True):
     backoff_max: PosFloat = 60.0
     structured_output: bool = True  # send response_format with a JSON schema
     headers: dict[str, str] = {}
+    # several servers of this model (e.g. four vLLM replicas), used instead of base_url; the limits
+    # above (max_in_flight, requests/tokens per minute) then apply to each server
+    base_urls: list[str] = []
+    overflow: str = ""  # another endpoint's name: it gets work only while these servers are all full or out
+    adaptive: bool = False  # find the in-flight limit per server (max_in_flight stays the cap)
+    metrics_url: str = ""  # "" = <base_url without /v1>/metrics (vLLM, SGLang, llama.cpp); "off" = latency only
+    breaker_failures: PosInt = 5  # failures in a row that take a server out of service
+    breaker_cooldown: PosFloat = 1.0  # seconds out before a probe; doubles per failed probe, up to 60
 
     def __post_init__(self) -> None:
         if self.base_url != "embedded" and not re.match(r"^https?://", self.base_url):
             raise ValueError(f"base_url: must be 'embedded' or start with http:// or https://, got {self.base_url!r}")
+        for url in self.base_urls:
+            if url != "embedded" and not re.match(r"^https?://", url):
+                raise ValueError(f"base_urls: each must be 'embedded' or start with http:// or https://, got {url!r}")
+        if self.metrics_url not in ("", "off") and not re.match(r"^https?://", self.metrics_url):
+            raise ValueError(f"metrics_url: must be '', 'off' or an http(s) URL, got {self.metrics_url!r}")
         if self.backoff_max < self.backoff_base:
             raise ValueError("backoff_max: must be >= backoff_base")
         if self.api_key_env and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.api_key_env):
@@ -302,6 +315,15 @@ class Config(_Base, frozen=True):
             if name != "embedded" and name not in self.endpoints:
                 known = ", ".join(["embedded", *self.endpoints]) or "embedded"
                 raise ValueError(f"{stage}.endpoint: names {name!r}, which is not defined (known: {known})")
+        for name, ep in self.endpoints.items():
+            if not ep.overflow:
+                continue
+            if ep.overflow == name or (ep.overflow != "embedded" and ep.overflow not in self.endpoints):
+                raise ValueError(f"endpoints.{name}.overflow: names {ep.overflow!r}, which is not another defined "
+                                 "endpoint")
+            if self.endpoint(ep.overflow).overflow:
+                raise ValueError(f"endpoints.{name}.overflow: {ep.overflow!r} has an overflow of its own; "
+                                 "chains are not supported")
 
     def stage_endpoints(self) -> dict[str, str]:
         """Which endpoint name each LLM stage uses (only stages that will run)."""

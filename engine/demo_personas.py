@@ -39,15 +39,12 @@ async def derive(texts: list[str], stage: TextToPersona, endpoint: EndpointRunti
         item = WorkItem(key=content_id("demo-t2p", text), stage=stage.name, payload={"source_id": key, "text": text})
         for _ in range(attempts):
             request = stage.request(item)
-            await endpoint.limiter.acquire(0)
             try:
-                reply = await endpoint.client.complete(request)
+                reply = await endpoint.router.complete(request, 0)
                 known[key] = stage.parse(item, reply).candidates[0].persona
                 break
             except (EndpointError, ReplyError):
                 continue
-            finally:
-                endpoint.limiter.release(0, 0)
         # a demo still without a persona falls back to plain few-shot for that demo
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")

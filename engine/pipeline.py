@@ -22,7 +22,6 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from engine.client.http import EndpointClient
 from engine.client.protocol import ChatReply, estimate_tokens
 from engine.config import Config
 from engine.dedup.base import Decision, Gate
@@ -33,8 +32,8 @@ from engine.io.sinks import ZstdJsonlSink
 from engine.io.sources import BadRecord, InputStream
 from engine.records import DeadLetter, Persona, Rejected, Usage, now_iso
 from engine.scheduler.backoff import backoff_delay
-from engine.scheduler.limiter import Limiter
 from engine.scheduler.progress import Progress
+from engine.scheduler.router import Router
 from engine.scheduler.workqueue import WorkQueue
 from engine.stages.base import Outcome, Stage
 from engine.stages.text_to_persona import TextToPersona
@@ -45,25 +44,14 @@ EMPTY_FRAME_BYTES = 16  # an empty zstd frame with checksum is 13 bytes
 
 @dataclass
 class EndpointRuntime:
-    """A live endpoint: its client, limiter and retry settings."""
+    """A live endpoint: its router (one or more servers) and retry settings."""
 
     name: str
-    client: EndpointClient
-    limiter: Limiter
+    router: Router
     model: str
     max_retries: int
     backoff_base: float
     backoff_max: float
-    tpm_counts: str = "max_tokens"
-
-    def charged(self, reply: ChatReply, max_tokens: int | None) -> int | None:
-        """Tokens the server counted against its budget, per `tpm_counts` (None: unknown)."""
-        u = reply.usage
-        if u is None:
-            return None
-        if self.tpm_counts == "usage":
-            return u.total_tokens
-        return u.prompt_tokens + (max_tokens or u.completion_tokens)
 
 
 @dataclass
@@ -95,6 +83,7 @@ class Pipeline:
         self.sink_names = SINKS + extra_sinks
         self.sinks: dict[str, ZstdJsonlSink] = {}
         self.inflight: dict[str, WorkItem] = {}
+        self._failed_over: dict[str, str] = {}  # item key -> the server it failed over from (memory only)
         self.on_accept: list[Callable[[Persona], list[WorkItem]]] = []
         self.extra_state: dict[str, Callable[[], Any]] = {}
         self.restored_extra: dict[str, Any] = {}
@@ -119,7 +108,7 @@ class Pipeline:
     def _queue_capacity(self) -> int:
         if self.cfg.run.queue_size:
             return self.cfg.run.queue_size
-        return 4 * sum(ep.limiter.budget.max_in_flight for ep in self.endpoints.values()) or 64
+        return 4 * sum(ep.router.capacity() for ep in self.endpoints.values()) or 64
 
     def open(self) -> None:
         """Open the sinks; resume from the checkpoint when there is one."""
@@ -169,12 +158,14 @@ class Pipeline:
         """Run to the end or until stopped; returns "finished", "stopped" or "failed"."""
         self._finished = asyncio.Event()
         self._check_finished()
-        workers = sum(ep.limiter.budget.max_in_flight for ep in self.endpoints.values()) + 1
+        workers = sum(ep.router.capacity() for ep in self.endpoints.values()) + 1
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._produce)
             for _ in range(workers):
                 tg.start_soon(self._worker)
             tg.start_soon(self._checkpoint_loop)
+            for ep in self.endpoints.values():
+                tg.start_soon(ep.router.run)  # queue-metrics scrapes for adaptive limits (returns if none)
             tg.start_soon(self._window_loop)
             tg.start_soon(self._status_loop)
             if self.progress is not None:
@@ -244,16 +235,18 @@ class Pipeline:
         ep = self.endpoints[stage.endpoint]
         request = stage.request(item)
         est = estimate_tokens(request)
-        await ep.limiter.acquire(est)
         self.counters["requests"] += 1
         try:
-            reply = await ep.client.complete(request)
+            reply = await ep.router.complete(request, est, avoid=self._failed_over.get(item.key))
         except BaseException as e:
-            # a 429 or a refused request used no tokens; others may have: keep the estimate
-            ep.limiter.release(est, 0 if isinstance(e, (RateLimited, FatalEndpointError)) else None)
             if isinstance(e, RateLimited):
-                ep.limiter.rate_limited(e.retry_after)
                 self.counters["rate_limited"] += 1
+            if isinstance(e, RetryableError) and getattr(e, "failover", False) and item.key not in self._failed_over:
+                # its server failed or was taken out: once, at once, on another server, without an attempt
+                self._failed_over[item.key] = getattr(e, "endpoint", "")
+                self.counters["failovers"] += 1
+                self.queue.put_ready(item, front=True)
+            elif isinstance(e, RateLimited):
                 self._retry(item, ep, e, e.retry_after)
             elif isinstance(e, RetryableError):
                 self._retry(item, ep, e, None)
@@ -266,10 +259,6 @@ class Pipeline:
             else:
                 raise
             return
-        ep.limiter.release(est, ep.charged(reply, request.max_tokens))
-        if ep.client.ratelimit is not None:
-            ep.limiter.observe(ep.client.ratelimit)
-            ep.client.ratelimit = None
         self._account(reply, ep, est)
         try:
             outcome = stage.parse(item, reply)
@@ -391,6 +380,7 @@ class Pipeline:
 
     def _done(self, item: WorkItem) -> None:
         self.inflight.pop(item.key, None)
+        self._failed_over.pop(item.key, None)
         self.counters[f"done.{item.stage}"] += 1
         if item.stage == TextToPersona.name:
             self.counters["inputs_done"] += 1
@@ -446,7 +436,7 @@ class Pipeline:
             "total": self.progress.total if self.progress is not None else None,
             "counters": dict(self.counters), "in_flight": len(self.inflight),
             "queue": vars(self.queue.statistics()),
-            "endpoints": {n: vars(ep.limiter.statistics()) for n, ep in self.endpoints.items()},
+            "endpoints": {n: ep.router.statistics() for n, ep in self.endpoints.items()},
             "gate": self.gate.summary(),
         }
         path = self.ckpt.dir / "status.json"

@@ -19,15 +19,18 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 from engine import method
 from engine.client.http import EndpointClient, api_key_from_env
-from engine.config import Config
+from engine.client.probe import MetricsProbe, metrics_url
+from engine.config import Config, Endpoint
 from engine.dedup.base import Gate
 from engine.errors import ModelUnavailable, PersonaError
 from engine.io import sources
 from engine.io.checkpoint import Checkpointer
 from engine.pipeline import EndpointRuntime, Pipeline
+from engine.scheduler.adaptive import AdaptiveController
+from engine.scheduler.breaker import BreakerSettings, CircuitBreaker
 from engine.scheduler.budget import Budget
-from engine.scheduler.limiter import Limiter
 from engine.scheduler.progress import Progress, fmt_duration
+from engine.scheduler.router import Member, Router
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -51,7 +54,11 @@ class RunResult:
 @contextlib.contextmanager
 def embedded_server(cfg: Config) -> Iterator[tuple[str, str] | None]:
     """Start the embedded llama.cpp server if a used endpoint asks for it; yields (base_url, model)."""
-    used = {cfg.endpoint(n).base_url for n in cfg.stage_endpoints().values()}
+    used: set[str] = set()
+    for name in cfg.stage_endpoints().values():
+        ep = cfg.endpoint(name)
+        for part in (ep, cfg.endpoint(ep.overflow)) if ep.overflow else (ep,):
+            used.update(part.base_urls or [part.base_url])
     if "embedded" not in used:
         yield None
         return
@@ -72,21 +79,40 @@ def embedded_server(cfg: Config) -> Iterator[tuple[str, str] | None]:
 
 
 def build_endpoints(cfg: Config, embedded: tuple[str, str] | None) -> dict[str, EndpointRuntime]:
-    """One client and limiter per endpoint name that a stage uses."""
+    """One router per endpoint name that a stage uses: its servers, then its overflow endpoint's."""
     out = {}
     for name in sorted(set(cfg.stage_endpoints().values())):
         ep = cfg.endpoint(name)
-        base_url, model = ep.base_url, ep.model
+        members = _members(name, ep, embedded, priority=0)
+        if ep.overflow:
+            members += _members(ep.overflow, cfg.endpoint(ep.overflow), embedded, priority=1)
+        out[name] = EndpointRuntime(name, Router(name, members), members[0].model or "default", ep.max_retries,
+                                    ep.backoff_base, ep.backoff_max)
+    return out
+
+
+def _members(name: str, ep: Endpoint, embedded: tuple[str, str] | None, priority: int) -> list[Member]:
+    """One router member per server of endpoint `name`: client, budget, breaker, adaptive limit."""
+    urls = list(ep.base_urls) or [ep.base_url]
+    out = []
+    for i, base_url in enumerate(urls):
+        model = ep.model
         if base_url == "embedded":
             assert embedded is not None
             base_url, model = embedded[0], ep.model or embedded[1]
-        client = EndpointClient(name, base_url, api_key=api_key_from_env(ep.api_key_env),
+        member = name if len(urls) == 1 else f"{name}[{i}]"
+        client = EndpointClient(member, base_url, api_key=api_key_from_env(ep.api_key_env),
                                 connect_timeout=ep.connect_timeout, request_timeout=ep.request_timeout,
                                 max_connections=ep.max_in_flight, headers=ep.headers)
         budget = Budget(requests_per_minute=ep.requests_per_minute, tokens_per_minute=ep.tokens_per_minute,
                         max_in_flight=ep.max_in_flight)
-        out[name] = EndpointRuntime(name, client, Limiter(budget), model or "default", ep.max_retries,
-                                    ep.backoff_base, ep.backoff_max, ep.tpm_counts)
+        adaptive = AdaptiveController(now=time.monotonic()) if ep.adaptive else None
+        probe = None
+        if adaptive is not None and ep.metrics_url != "off":
+            probe = MetricsProbe(ep.metrics_url or metrics_url(client.base_url))
+        breaker = CircuitBreaker(BreakerSettings(failure_threshold=ep.breaker_failures, cooldown=ep.breaker_cooldown))
+        out.append(Member(member, client, budget, model=model, priority=priority, tpm_counts=ep.tpm_counts,
+                          breaker=breaker, adaptive=adaptive, probe=probe))
     return out
 
 
@@ -103,7 +129,7 @@ async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: d
     if ckpt.exists():
         ckpt.load(cfg.fingerprint(), force=force)  # refuse a changed config before any request is sent
     for ep in endpoints.values():
-        await ep.client.start()
+        await ep.router.start()
     pipe: Pipeline | None = None
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -127,7 +153,7 @@ async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: d
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         for ep in endpoints.values():
-            await ep.client.close()
+            await ep.router.close()
         if progress is not None:
             progress.end()
         if pipe is not None:

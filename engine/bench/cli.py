@@ -21,7 +21,7 @@ throughput saturates (the first step within 5% of the best).
   persona bench --base-url embedded            (the built-in SmolLM2 server: no network, no GPU)
   persona bench compare a.json b.json"""
 
-EMBEDDED_DEFAULTS: dict[str, Any] = {"concurrency": [1, 2, 4, 8], "input_len": 64, "output_len": 32}
+EMBEDDED_DEFAULTS: dict[str, Any] = {"concurrency": [1, 2, 4, 8], "input_len": 64, "output_len": 32, "requests": 24}
 
 
 def _floats(text: str) -> list[float]:
@@ -53,7 +53,8 @@ def add_commands(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], in
                         "with --rate, the largest is the cap on requests in flight")
     p.add_argument("--rate", type=_floats, default=None, help="sweep request rates (req/s, Poisson) instead")
     p.add_argument("--requests", type=int, default=None,
-                   help="requests per step (default max(50, 4 x concurrency); rate steps max(50, 10 x rate))")
+                   help="requests per step (default max(50, 4 x concurrency); rate steps max(50, 10 x rate); "
+                        "embedded 24)")
     p.add_argument("--input-len", type=int, default=None, help="synthetic prompt length, about N tokens (default 256)")
     p.add_argument("--output-len", type=int, default=None, help="max_tokens per request (default 128)")
     p.add_argument("--dataset", type=Path, help="JSONL prompts: 'prompt', 'text' or 'messages' per line")
@@ -62,6 +63,9 @@ def add_commands(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], in
                    help="ask vLLM / llama.cpp to generate exactly --output-len tokens (not OpenAI)")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    p.add_argument("--no-keepalive", action="store_true",
+                   help="a new connection per streamed request (llama.cpp's server drops them after each "
+                        "stream; on by default for --base-url embedded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-warmup", action="store_true", help="skip the single test request before the sweep")
     p.add_argument("--embedded-parallel", type=int, default=8, help="slots of the embedded server (default 8)")
@@ -158,7 +162,7 @@ async def _run(args: argparse.Namespace, base_url: str, model: str | None) -> di
         cap = None
         plan = [("concurrency", float(c), args.requests or max(50, 4 * c)) for c in concurrency]
         connections = max(concurrency)
-    if args.ignore_eos and not args.stream:
+    if args.ignore_eos:
         print("note: --ignore-eos is sent as an extra field; servers other than vLLM/llama.cpp may refuse it",
               file=sys.stderr)
 
@@ -169,7 +173,8 @@ async def _run(args: argparse.Namespace, base_url: str, model: str | None) -> di
 
     client = EndpointClient("bench", base_url, api_key=api_key, request_timeout=args.timeout,
                             max_connections=connections)
-    streamer = Streamer(base_url, api_key=api_key, timeout=args.timeout, connections=connections)
+    streamer = Streamer(base_url, api_key=api_key, timeout=args.timeout, connections=connections,
+                        keepalive=not (args.no_keepalive or args.base_url == "embedded"))
     steps: list[dict[str, Any]] = []
     async with client, streamer:
         async def send(p: workload.Prompt) -> Any:

@@ -115,9 +115,8 @@ class AdaptiveController:
         self._lat_sum = self._lat_sq = 0.0  # and the sum of in-flight counts they were sent with
         self._lat_c = 0.0
         self._probe_sum, self._probe_n = 0.0, 0
-        self._w_sum = 0.0  # scraped waiting counts since the last decision
+        self._w_n = 0  # scrapes since the last decision
         self._r_last = 0.0
-        self._w_n = 0
         self._metrics_at = -math.inf
         self._sync(self.now)
 
@@ -174,7 +173,6 @@ class AdaptiveController:
     def on_queue(self, now: float, waiting: float, running: float) -> None:
         """A scrape of the server's own queue: `waiting` queued, `running` being served (all clients)."""
         self._metrics_at = now
-        self._w_sum += waiting
         self._w_n += 1
         # scrapes are snapshots of a queue that swings with each batch of replies: smooth them
         self._w_ema = waiting if self._w_ema is None else 0.5 * self._w_ema + 0.5 * waiting
@@ -344,7 +342,7 @@ class AdaptiveController:
     def _reset_window(self, now: float) -> None:
         self._last_decision = now
         self._reset_latency()
-        self._w_sum, self._w_n = 0.0, 0
+        self._w_n = 0
         self._peak = self._inflight
 
     def _reset_latency(self) -> None:

@@ -4,8 +4,9 @@ A `Router` holds one `Member` per server (its client, `Budget`, `CircuitBreaker`
 optionally, an `AdaptiveController` fed by a `MetricsProbe`). `acquire(tokens)` waits in
 FIFO order until some member may take the request and returns a `Lease`; the caller sends
 the request with `lease.call(lease.client.complete, request)` and ends the lease with
-`lease.ok(reply, max_tokens)` or `lease.failed(exc)`. A router with one member behaves
-like the single-endpoint `Limiter` (the same `Budget` arithmetic decides).
+`lease.ok(reply, max_tokens)` or `lease.failed(exc)`; `complete(request, tokens)` does all
+of that in one call. A router with one member behaves like the single-endpoint `Limiter`
+(the same `Budget` arithmetic decides).
 
 Choice of member: the lowest priority number that has a healthy member with room; within
 it, the one with the lowest in-flight / limit. A higher priority number (overflow, e.g. a

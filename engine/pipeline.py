@@ -10,6 +10,9 @@ checkpoint's offsets, so nothing is lost and nothing is written twice.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
+import math
 import random
 import time
 from collections import Counter
@@ -39,6 +42,8 @@ from engine.stages.base import Outcome, Stage
 from engine.stages.text_to_persona import TextToPersona
 
 SINKS = ("personas", "rejected", "dead_letter")
+# request latency histogram bounds (seconds), exported through status.json to the daemon's /metrics
+LATENCY_BOUNDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, math.inf)
 EMPTY_FRAME_BYTES = 16  # an empty zstd frame with checksum is 13 bytes
 
 
@@ -99,6 +104,8 @@ class Pipeline:
         self._window = _Window()
         self._window_kick = asyncio.Event()
         self._window_opened = asyncio.Event()
+        self._latency = [0] * len(LATENCY_BOUNDS)
+        self._latency_sum = 0.0
         self._finished = asyncio.Event()
         self.queue = WorkQueue(self._queue_capacity())
         self.state_finished = False
@@ -275,6 +282,8 @@ class Pipeline:
     def _account(self, reply: ChatReply, ep: EndpointRuntime, est: int) -> None:
         c = self.counters
         c["ok"] += 1
+        self._latency[bisect.bisect_left(LATENCY_BOUNDS, reply.latency)] += 1
+        self._latency_sum += reply.latency
         if reply.usage is not None:
             c["prompt_tokens"] += reply.usage.prompt_tokens
             c["completion_tokens"] += reply.usage.completion_tokens
@@ -438,6 +447,8 @@ class Pipeline:
             "queue": vars(self.queue.statistics()),
             "endpoints": {n: ep.router.statistics() for n, ep in self.endpoints.items()},
             "gate": self.gate.summary(),
+            "latency_buckets": {"buckets": dict(zip(map(str, LATENCY_BOUNDS), itertools.accumulate(self._latency),
+                                                    strict=True)), "sum": self._latency_sum},
         }
         path = self.ckpt.dir / "status.json"
         tmp = path.with_suffix(".tmp")

@@ -64,6 +64,10 @@ def test_run_then_rerun_is_complete_and_changed_config_is_refused(tmp_path: Path
         r = persona(*common, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         assert len(read_records(tmp_path / "out" / "personas.jsonl.zst")) == 30
+        status = json.loads((tmp_path / "out" / "checkpoint" / "status.json").read_text())
+        assert status["state"] == "finished" and status["counters"]["inputs_done"] == 30
+        # the latency histogram the daemon exports: cumulative, every answered request counted once
+        assert status["latency_buckets"]["buckets"]["inf"] == status["counters"]["ok"] == 30
         again = persona(*common, cwd=tmp_path)
         assert again.returncode == 0
         assert len(read_records(tmp_path / "out" / "personas.jsonl.zst")) == 30  # nothing written twice

@@ -15,6 +15,7 @@ from engine.dedup.gate import DedupGate
 from engine.errors import InputError
 from engine.ids import content_id
 from engine.io import sources
+from engine.io.compact import compact_in_place
 from engine.io.sinks import ZstdJsonlSink, iter_records
 from engine.records import Rejected, now_iso
 from engine.stages.base import Candidate
@@ -94,6 +95,8 @@ def dedup_files(cfg: Config, inputs: list[str], outdir: Path, *, text_field: str
     rejected.close()
     counts["seconds"] = int(time.monotonic() - t0)
     _remap_duplicate_ids(outdir)
+    for name in ("personas", "rejected"):
+        compact_in_place(outdir / f"{name}.jsonl.zst")  # one frame each, for `datasets` (see engine/io/compact.py)
     return counts
 
 

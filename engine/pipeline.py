@@ -30,6 +30,7 @@ from engine.config import Config
 from engine.dedup.base import Decision, Gate
 from engine.errors import EndpointError, FatalEndpointError, RateLimited, ReplyError, RetryableError
 from engine.ids import content_id
+from engine.io import compact
 from engine.io.checkpoint import Checkpointer, State, WorkItem
 from engine.io.sinks import ZstdJsonlSink
 from engine.io.sources import BadRecord, InputStream
@@ -109,6 +110,8 @@ class Pipeline:
         self._finished = asyncio.Event()
         self.queue = WorkQueue(self._queue_capacity())
         self.state_finished = False
+        self.compacted: dict[str, int] = {}  # sink -> the offset at which it was last compacted to one frame
+        self._state: State | None = None  # the last checkpoint written
         self._t0 = time.monotonic()
 
     # ---- set-up and resume -------------------------------------------------------------
@@ -123,6 +126,8 @@ class Pipeline:
         state: State | None = None
         if self.ckpt.exists():
             state = self.ckpt.load(self.fingerprint, force=self.force)
+            state = compact.recover(state, self._sink_paths())
+            self.compacted = dict(state.extra.get("compacted", {}))
         else:
             # a file holding only the empty frame (a kill right after creation) is not foreign output
             present = [n for n in self.sink_names
@@ -132,8 +137,8 @@ class Pipeline:
 
                 raise CheckpointError(f"{self.outdir} holds output files ({', '.join(present)}) but no checkpoint; "
                                       "choose another -o OUTDIR, or pass --force to overwrite them")
-        for name in self.sink_names:
-            sink = ZstdJsonlSink(self.outdir / f"{name}.jsonl.zst")
+        for name, path in self._sink_paths().items():
+            sink = ZstdJsonlSink(path)
             sink.truncate(state.sinks.get(name, 0) if state else 0)
             self.sinks[name] = sink
         limit = self.cfg.run.limit
@@ -159,6 +164,9 @@ class Pipeline:
         consumed = self.stream.cursor.consumed
         self.inputs_done = self.inputs_exhausted or bool(limit and consumed >= limit)
         self.checkpoint()  # a crash before the first periodic checkpoint resumes from here
+
+    def _sink_paths(self) -> dict[str, Path]:
+        return {name: self.outdir / f"{name}.jsonl.zst" for name in self.sink_names}
 
     # ---- the run -----------------------------------------------------------------------
     async def run(self) -> str:
@@ -190,6 +198,7 @@ class Pipeline:
             return "stopped"
         self.state_finished = True
         self.checkpoint()
+        self.compact_outputs()
         self.write_status("finished")
         return "finished"
 
@@ -401,7 +410,8 @@ class Pipeline:
         self.sinks["dead_letter"].write(DeadLetter(
             id=content_id("dead", item.key), source_id=str(item.payload.get("source_id", "")), stage=item.stage,
             reason=reason, attempts=item.attempts + item.bad_replies, raw=raw[:4000],
-            payload={k: v for k, v in item.payload.items() if k != "text"}, created_at=now_iso()))
+            payload=msgspec.json.encode({k: v for k, v in item.payload.items() if k != "text"}).decode(),
+            created_at=now_iso()))
         self.counters["dead"] += 1
         self.counters[f"dead.{item.stage}"] += 1
         if inflight:
@@ -425,13 +435,24 @@ class Pipeline:
         extra = {name: fn() for name, fn in self.extra_state.items()}
         extra["stages"] = {n: snap for n, st in self.stages.items() if (snap := st.snapshot()) is not None}
         extra["inputs_exhausted"] = self.inputs_exhausted
+        extra["compacted"] = dict(self.compacted)
         state = State(fingerprint=self.fingerprint, seq=self._seq, created_at=time.time(),
                       finished=self.state_finished, inputs=[str(p) for p in self.inputs], cursor=self.stream.cursor,
                       inputs_done=self.inputs_done, sinks=offsets, inflight=list(self.inflight.values()),
                       counters=dict(self.counters), gate_dir=self._gate_dir, extra=extra)
         self.ckpt.save(state)
+        self._state = state
         self.counters["checkpoints"] += 1
         self.last_checkpoint = time.time()
+
+    def compact_outputs(self) -> None:
+        """Rewrite each output file as one zstd frame (for `datasets`), in step with the checkpoint."""
+        assert self._state is not None, "compact_outputs follows a checkpoint"
+        for sink in self.sinks.values():
+            sink.close()
+        state = compact.compact_outputs(self.ckpt, self._state, self._sink_paths())
+        self._state, self.compacted = state, dict(state.extra.get("compacted", {}))
+        self.sinks = {name: ZstdJsonlSink(path) for name, path in self._sink_paths().items()}
 
     async def _status_loop(self) -> None:
         while True:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import msgspec
 
@@ -61,5 +60,5 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     attempts: int
     raw: str = ""
-    payload: dict[str, Any] = {}
+    payload: str = ""  # the work's payload as a JSON object in a string: one column type for every stage
     created_at: str = ""

@@ -49,7 +49,7 @@ class State(msgspec.Struct, kw_only=True):
     extra: dict[str, Any] = {}
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -101,7 +101,7 @@ class Checkpointer:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         for old in self.dir.glob("gate.*"):
             if old.name != state.gate_dir:
                 shutil.rmtree(old, ignore_errors=True)

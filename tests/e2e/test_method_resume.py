@@ -2,77 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from engine.io.sinks import read_records
 from engine.testing.fake_openai import run_in_thread
+from engine.testing.scripted import MethodModel
 
-JOBS = ("nurse", "welder", "violinist", "beekeeper", "actuary", "glassblower", "midwife", "surveyor", "cartographer",
-        "sommelier", "locksmith", "paramedic", "archivist", "falconer", "stonemason", "botanist", "chef", "pilot",
-        "geologist", "potter", "librarian", "farrier", "translator", "ferryman")
-TOPICS = ("medieval siege engines", "tidal energy", "jazz harmony", "urban foraging", "chess endgames",
-          "volcanic soils", "sourdough chemistry", "bird migration", "tax law", "retro video games",
-          "knot tying", "solar eclipses", "sign language", "antique clocks", "marathon training", "lichens",
-          "opera history", "desert hydrology")
 TASKS = ["math", "logic", "instruction", "knowledge", "npc", "tool"]
-IFACE = {"name": "count_frames", "description": "Counts capped frames in a hive.",
-         "parameters": {"type": "object", "properties": {"hive": {"type": "string", "description": "Hive label."}},
-                        "required": ["hive"]},
-         "returns": {"type": "integer", "description": "Capped frames."}, "dependencies": []}
-
-
-class Script:
-    """A model in every role: replies chosen by the system prompt; every call differs (a counter)."""
-
-    def __init__(self) -> None:
-        self.calls = itertools.count()
-        self.lock = threading.Lock()
-
-    def persona(self, seed: str) -> str:
-        h = int(hashlib.blake2b(seed.encode(), digest_size=8).hexdigest(), 16)
-        return f"A {JOBS[h % len(JOBS)]} who spends weekends reading about {TOPICS[(h >> 8) % len(TOPICS)]}."
-
-    def __call__(self, body: dict[str, Any]) -> str:
-        with self.lock:
-            n = next(self.calls)
-        system = body["messages"][0]["content"]
-        last = body["messages"][-1]["content"]
-        if "connected to a text" in system:
-            return json.dumps({"persona": self.persona(last + str(n))})
-        if "close to a given person" in system:
-            return json.dumps({"relations": [{"relation": "colleague", "persona": self.persona(last + f"a{n}")},
-                                             {"relation": "supplier", "persona": self.persona(last + f"b{n}")}]})
-        if "You write math problems" in system:
-            return json.dumps({"problem": f"A crate holds {n % 9 + 2} boxes of 12 jars. How many jars?"})
-        if "You solve math problems" in system:
-            return "Multiply. Answer: \\boxed{24}"
-        if "logic puzzles" in system:
-            return '{"puzzle": "Which bee never stings?", "answer": "A spelling bee."}'
-        if "requests that people send" in system:
-            return json.dumps({"instruction": f"Draft a checklist number {n} for me."})
-        if "Quora-style" in system:
-            return '{"question": "Why do bees swarm?", "answer": "Crowding and a new queen."}'
-        if "non-player characters" in system:
-            return json.dumps({"name": f"Brannoc {n}", "role": "Hive-keeper", "background": "Keeps coral bees.",
-                               "personality": "Wry.", "interaction": "Trades honey for tide news."})
-        if "function interfaces" in system:
-            return json.dumps(IFACE)
-        if "Python 3 functions" in system:
-            return "```python\ndef count_frames(hive: str) -> int:\n    return len(hive)\n```"
-        return "unexpected prompt"
 
 
 def _run(base_url: str, inputs: Path, out: Path) -> subprocess.Popen[bytes]:
@@ -91,7 +37,7 @@ def test_kill_during_expansion_and_synthesis_then_resume(tmp_path: Path) -> None
     out = tmp_path / "out"
     rng = random.Random(11)
     kills = 0
-    with run_in_thread(reply=Script(), fault_rate=0.02, seed=5, fault_kinds=("500", "reset", "malformed")) as fake:
+    with run_in_thread(reply=MethodModel(), fault_rate=0.02, seed=5, fault_kinds=("500", "reset", "malformed")) as fake:
         while True:
             proc = _run(fake.base_url, inputs, out)
             if kills < 8:
@@ -123,12 +69,12 @@ def test_kill_during_expansion_and_synthesis_then_resume(tmp_path: Path) -> None
     for r in [*personas, *rejected]:
         if r.get("parent_id"):
             children[r["parent_id"]] += 1
-    expanded_dead = {d["payload"].get("id") for d in dead if d["stage"] == "persona_to_persona"}
+    expanded_dead = {json.loads(d["payload"]).get("id") for d in dead if d["stage"] == "persona_to_persona"}
     for p in personas:
         if p["depth"] < 2 and p["id"] not in expanded_dead:
             assert children[p["id"]] in (1, 2), (p["id"], children[p["id"]])
     # every accepted persona synthesised exactly once per task (dead letters aside)
-    dead_tasks = Counter((d["stage"].split(".")[0], d["payload"].get("persona_id")) for d in dead)
+    dead_tasks = Counter((d["stage"].split(".")[0], json.loads(d["payload"]).get("persona_id")) for d in dead)
     for task, records in tasks.items():
         per = Counter(r["persona_id"] for r in records)
         assert max(per.values()) == 1, task
@@ -136,4 +82,6 @@ def test_kill_during_expansion_and_synthesis_then_resume(tmp_path: Path) -> None
         assert all(dead_tasks[(task, m)] for m in missing), (task, len(missing))
         assert len(per) >= 0.8 * len(ids), (task, len(per), len(ids))
         assert all(r["mode"] == "few_shot" and r["persona"] for r in records)
-    assert all(r["verified"] and r["answer"] in ("24", 24) for r in tasks["math"])
+    for r in tasks["math"]:  # MethodModel's solutions agree exactly when the number of boxes is even
+        boxes = int(re.search(r"holds (\d+) boxes", r["problem"]).group(1))
+        assert r["verified"] == (boxes % 2 == 0) and r["answer"] == (str(boxes * 12) if boxes % 2 == 0 else None)

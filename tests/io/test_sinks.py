@@ -11,6 +11,7 @@ import msgspec
 import pytest
 import zstandard
 
+from engine.io.compact import frame_count
 from engine.io.sinks import ZstdJsonlSink, read_records
 
 ZSTD = shutil.which("zstd")
@@ -29,20 +30,6 @@ def _rec(i: int) -> dict:
 def _zstd_dc(path: Path) -> list[dict]:
     out = subprocess.run([ZSTD, "-dc", str(path)], check=True, capture_output=True).stdout  # type: ignore[list-item]
     return [json.loads(line) for line in out.decode().splitlines()]
-
-
-def _frames(path: Path) -> int:
-    """Count zstd frames by walking the file's frame headers."""
-    data = path.read_bytes()
-    n, pos = 0, 0
-    while pos < len(data):
-        obj = zstandard.ZstdDecompressor().decompressobj()  # stops at the end of one frame
-        obj.decompress(data[pos:])
-        used = len(data) - pos - len(obj.unused_data)
-        assert used > 0
-        pos += used
-        n += 1
-    return n
 
 
 @pytest.fixture
@@ -71,7 +58,7 @@ def test_python_zstandard_reads_all(written: tuple[Path, list[dict]]) -> None:
         data = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).read()
     assert [json.loads(line) for line in data.splitlines()] == recs
     assert read_records(path) == recs
-    assert _frames(path) == 3  # the empty frame written at creation, then two flushes
+    assert frame_count(path) == 3  # the empty frame written at creation, then two flushes
 
 
 def test_pandas_reads_all(written: tuple[Path, list[dict]]) -> None:
@@ -132,7 +119,7 @@ def test_frames_flush_when_buffer_is_full(tmp_path: Path) -> None:
     assert path.stat().st_size > start  # flushed without an explicit flush
     assert sink.offset == path.stat().st_size
     sink.close()
-    assert _frames(path) >= 5
+    assert frame_count(path) >= 5
     assert read_records(path) == [_rec(i) for i in range(200)]
 
 
@@ -175,7 +162,7 @@ def test_new_sink_closed_empty_is_valid_zstd(tmp_path: Path) -> None:
     sink.close()
     assert _zstd_dc(path) == []
     assert read_records(path) == []
-    assert _frames(path) == 1
+    assert frame_count(path) == 1
 
 
 def test_creation_writes_one_empty_frame_and_offset_counts_it(tmp_path: Path) -> None:
@@ -196,7 +183,7 @@ def test_existing_empty_file_gets_the_empty_frame(tmp_path: Path) -> None:
     assert sink.offset == path.stat().st_size > 0
     sink.close()
     assert read_records(path) == []
-    assert _frames(path) == 1
+    assert frame_count(path) == 1
 
 
 def test_truncate_zero_after_records_leaves_only_the_empty_frame(tmp_path: Path) -> None:
@@ -213,7 +200,7 @@ def test_truncate_zero_after_records_leaves_only_the_empty_frame(tmp_path: Path)
     sink.write(_rec(7))
     sink.close()
     assert read_records(path) == [_rec(7)]
-    assert _frames(path) == 2
+    assert frame_count(path) == 2
 
 
 def test_truncate_to_initial_offset_keeps_file_valid(tmp_path: Path) -> None:
@@ -256,7 +243,7 @@ def test_reopen_appends(tmp_path: Path) -> None:
     s2.write(_rec(1))
     s2.close()
     assert read_records(path) == [_rec(0), _rec(1)]
-    assert _frames(path) == 3  # no second empty frame when reopening a non-empty file
+    assert frame_count(path) == 3  # no second empty frame when reopening a non-empty file
 
 
 @needs_zstd

@@ -17,7 +17,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from engine.client.protocol import ChatReply, estimate_tokens
 from engine.config import Config
 from engine.dedup.base import Decision, Gate
 from engine.errors import EndpointError, FatalEndpointError, RateLimited, ReplyError, RetryableError
+from engine.gate_window import GateWindow
 from engine.ids import content_id
 from engine.io import compact
 from engine.io.checkpoint import Checkpointer, State, WorkItem
@@ -58,13 +59,6 @@ class EndpointRuntime:
     max_retries: int
     backoff_base: float
     backoff_max: float
-
-
-@dataclass
-class _Window:
-    items: list[tuple[WorkItem, Outcome]] = field(default_factory=list)
-    opened: float = 0.0
-    candidates: int = 0
 
 
 class Pipeline:
@@ -102,9 +96,7 @@ class Pipeline:
         self._gate_version = -1
         self._gate_dir = ""
         self._rng = random.Random()
-        self._window = _Window()
-        self._window_kick = asyncio.Event()
-        self._window_opened = asyncio.Event()
+        self.window = GateWindow(self.gate, self._complete, lambda: len(self.inflight))
         self._latency = [0] * len(LATENCY_BOUNDS)
         self._latency_sum = 0.0
         self._finished = asyncio.Event()
@@ -181,13 +173,13 @@ class Pipeline:
             tg.start_soon(self._checkpoint_loop)
             for ep in self.endpoints.values():
                 tg.start_soon(ep.router.run)  # queue-metrics scrapes for adaptive limits (returns if none)
-            tg.start_soon(self._window_loop)
+            tg.start_soon(self.window.run)
             tg.start_soon(self._status_loop)
             if self.progress is not None:
                 tg.start_soon(self._progress_loop)
             await self._finished.wait()
             tg.cancel_scope.cancel()
-        self._flush_window()  # decide what already came back rather than asking the endpoint again
+        self.window.flush()  # decide what already came back rather than asking the endpoint again
         if self.fatal is not None:
             self.checkpoint()
             self.write_status("failed")
@@ -318,55 +310,7 @@ class Pipeline:
             texts = [c.persona for c in outcome.candidates]
             self._complete(item, outcome, self.gate.decide(outcome.candidates, self.gate.prepare(texts)))
             return
-        if not self._window.items:
-            self._window.opened = time.monotonic()
-            self._window_opened.set()
-        self._window.items.append((item, outcome))
-        self._window.candidates += len(outcome.candidates)
-        self._kick_window()
-
-    def _kick_window(self) -> None:
-        # flush when full, or when nothing else in flight could still fill it
-        if self._window.candidates >= self.gate.window_count or len(self._window.items) >= len(self.inflight):
-            self._window_kick.set()
-
-    async def _window_loop(self) -> None:
-        while True:
-            await self._window_opened.wait()  # the first candidate of a window arrived
-            wait = self._window.opened + self.gate.window_seconds - time.monotonic()
-            if wait > 0 and not self._window_kick.is_set():
-                with anyio.move_on_after(wait):
-                    await self._window_kick.wait()  # full, or nothing else in flight can fill it
-            self._window_kick.clear()
-            self._window_opened.clear()
-            if not self._window.items:
-                continue
-            batch, self._window = self._window.items, _Window()
-            cands = [c for _, o in batch for c in o.candidates]
-            texts = [c.persona for c in cands]
-            if self.gate.heavy:
-                prepared = await anyio.to_thread.run_sync(self.gate.prepare, texts)
-            else:
-                prepared = self.gate.prepare(texts)
-            decisions = self.gate.decide(cands, prepared)
-            pos = 0
-            for item, outcome in batch:
-                n = len(outcome.candidates)
-                self._complete(item, outcome, decisions[pos : pos + n])
-                pos += n
-
-    def _flush_window(self) -> None:
-        """Decide the pending window now, in this thread (used when the run stops)."""
-        batch, self._window = self._window.items, _Window()
-        if not batch:
-            return
-        cands = [c for _, o in batch for c in o.candidates]
-        decisions = self.gate.decide(cands, self.gate.prepare([c.persona for c in cands]))
-        pos = 0
-        for item, outcome in batch:
-            n = len(outcome.candidates)
-            self._complete(item, outcome, decisions[pos : pos + n])
-            pos += n
+        self.window.add(item, outcome)
 
     def _complete(self, item: WorkItem, outcome: Outcome, decisions: list[Decision]) -> None:
         """Write the outcome's records, queue its follow-ups and mark the item done, in one step."""
@@ -403,8 +347,8 @@ class Pipeline:
         if item.stage == TextToPersona.name:
             self.counters["inputs_done"] += 1
         self._check_finished()
-        if self._window.items:
-            self._kick_window()
+        if self.window.pending:
+            self.window.kick()
 
     def _dead(self, item: WorkItem, reason: str, raw: str, *, inflight: bool = True) -> None:
         self.sinks["dead_letter"].write(DeadLetter(

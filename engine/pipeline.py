@@ -46,6 +46,8 @@ from engine.stages.text_to_persona import TextToPersona
 SINKS = ("personas", "rejected", "dead_letter")
 # request latency histogram bounds (seconds), exported through status.json to the daemon's /metrics
 LATENCY_BOUNDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, math.inf)
+#: the keys of State.extra the pipeline itself writes (other keys belong to parts such as the Spawner)
+PIPELINE_EXTRA = ("stages", "inputs_exhausted", "compacted", "compacting")
 EMPTY_FRAME_BYTES = 16  # an empty zstd frame with checksum is 13 bytes
 
 
@@ -376,7 +378,9 @@ class Pipeline:
             self.gate.save(d)
             self._gate_dir, self._gate_version = d.name, self.gate.version
         assert self.stream is not None
-        extra = {name: fn() for name, fn in self.extra_state.items()}
+        # state restored for parts not attached yet (the first checkpoint of a resume) is kept as it was
+        extra = {k: v for k, v in self.restored_extra.items() if k not in PIPELINE_EXTRA}
+        extra.update({name: fn() for name, fn in self.extra_state.items()})
         extra["stages"] = {n: snap for n, st in self.stages.items() if (snap := st.snapshot()) is not None}
         extra["inputs_exhausted"] = self.inputs_exhausted
         extra["compacted"] = dict(self.compacted)

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine import config, runner
 from engine.io.sinks import read_records
 from engine.testing.fake_openai import run_in_thread
@@ -82,3 +84,25 @@ def test_expansion_stops_early_when_nothing_new_passes_the_gate(tmp_path: Path) 
 def test_max_personas_caps_expansion(tmp_path: Path) -> None:
     personas, _, _ = _run(tmp_path, stale=False, max_depth=6, relations=2, max_personas=15)
     assert 15 <= len(personas) <= 15 + 2
+
+
+def test_resume_keeps_the_spawner_state_until_it_is_attached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint written while a resume opens (before the Spawner exists) keeps the Spawner's counters."""
+    from engine import method
+    from engine.io.checkpoint import Checkpointer
+
+    _run(tmp_path, stale=False, max_depth=2, relations=2)
+    before = Checkpointer(tmp_path / "out").load(None).extra["spawner"]
+    assert before["expanded"] == 3 + 6
+
+    class Crash(Exception):
+        pass
+
+    def crash(*_: object) -> None:
+        raise Crash  # a kill right after the resume's first checkpoint
+
+    monkeypatch.setattr(method, "Spawner", crash)
+    with pytest.raises(Crash):
+        _run(tmp_path, stale=False, max_depth=2, relations=2)
+    state = Checkpointer(tmp_path / "out").load(None)
+    assert state.seq > 0 and state.extra["spawner"] == before

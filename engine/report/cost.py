@@ -12,6 +12,18 @@ def _usd(prompt: int, completion: int, price: Any) -> float:
     return float(prompt * price.prompt + completion * price.completion) / 1e6
 
 
+def price_of(model: str, prices: Mapping[str, Any]) -> Any:
+    """The price of ``model``: its own entry, else the longest configured name it starts with.
+
+    Hosted APIs answer with a dated model name ("gpt-4o-mini-2024-07-18") for the name asked
+    for ("gpt-4o-mini"), so a price configured for the latter covers the former.
+    """
+    if model in prices:
+        return prices[model]
+    stems = [name for name in prices if model.startswith(name)]
+    return prices[max(stems, key=len)] if stems else None
+
+
 def estimate(usage: Mapping[str, Any], prices: Mapping[str, Any] | None) -> dict[str, Any]:
     """Price the recorded tokens per model, and the tokens no record carries at the recorded mix.
 
@@ -26,7 +38,7 @@ def estimate(usage: Mapping[str, Any], prices: Mapping[str, Any] | None) -> dict
     priced_usd = 0.0
     for model, u in usage.get("by_model", {}).items():
         p, c = int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))
-        price = prices.get(model)
+        price = price_of(model, prices)
         if price is None:
             by_model[model] = None
             unpriced.append(model)
@@ -42,17 +54,17 @@ def estimate(usage: Mapping[str, Any], prices: Mapping[str, Any] | None) -> dict
     method = "none"
     if up or uc:
         models = list(usage.get("by_model", {}))
-        if len(models) == 1 and models[0] in prices:
-            unattributed_usd, method = _usd(up, uc, prices[models[0]]), f"priced as {models[0]}"
+        if len(models) == 1 and price_of(models[0], prices) is not None:
+            unattributed_usd, method = _usd(up, uc, price_of(models[0], prices)), f"priced as {models[0]}"
         elif not models and len(prices) == 1:
             (name, price), = prices.items()
             unattributed_usd, method = _usd(up, uc, price), f"priced as {name} (the only priced model)"
         elif priced_tokens[0] or priced_tokens[1]:
             # the mean price per token of the priced records, prompt and completion apart
-            mean_p = sum(_usd(int(u.get("prompt_tokens", 0)), 0, prices[m])
-                         for m, u in usage["by_model"].items() if m in prices)
-            mean_c = sum(_usd(0, int(u.get("completion_tokens", 0)), prices[m])
-                         for m, u in usage["by_model"].items() if m in prices)
+            priced = {m: (u, price_of(m, prices)) for m, u in usage["by_model"].items()}
+            mean_p = sum(_usd(int(u.get("prompt_tokens", 0)), 0, pr) for u, pr in priced.values() if pr is not None)
+            mean_c = sum(_usd(0, int(u.get("completion_tokens", 0)), pr)
+                         for u, pr in priced.values() if pr is not None)
             unattributed_usd = (up * mean_p / max(priced_tokens[0], 1) + uc * mean_c / max(priced_tokens[1], 1))
             method = "priced at the recorded mix of models"
         else:

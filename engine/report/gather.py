@@ -56,11 +56,15 @@ class Usage:
         p, c = usage_of(rec)
         if not (p or c):
             return
-        model = rec.get("model") or UNKNOWN_MODEL
-        for bucket in (self.by_model[str(model)], self.by_file[file]):
-            bucket["prompt_tokens"] += p
-            bucket["completion_tokens"] += c
-            bucket["records"] += 1
+        model = str(rec.get("model") or UNKNOWN_MODEL)
+        shares = {model: (p, c)}
+        solver = str(rec.get("solver_model") or model)
+        sp, sc = usage_of({"usage": rec.get("solver_usage")})
+        if solver != model and (sp or sc):  # math: the solutions are the solver's tokens, at its price
+            shares = {model: (max(p - sp, 0), max(c - sc, 0)), solver: (sp, sc)}
+        for name, (mp, mc) in shares.items():
+            _count(self.by_model[name], mp, mc)
+        _count(self.by_file[file], p, c)
 
     def as_dict(self) -> dict[str, Any]:
         total: Counter[str] = Counter()
@@ -69,6 +73,23 @@ class Usage:
         return {"by_model": {m: dict(c) for m, c in sorted(self.by_model.items())},
                 "by_file": {f: dict(c) for f, c in sorted(self.by_file.items())},
                 "recorded": {"prompt_tokens": total["prompt_tokens"], "completion_tokens": total["completion_tokens"]}}
+
+
+def _stages(counters: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Work items finished and dead-lettered per stage (text_to_persona, math.solve, ...), from the counters."""
+    out: dict[str, dict[str, int]] = {}
+    for key, n in counters.items():
+        kind, _, stage = key.partition(".")
+        if kind in ("done", "dead") and stage:
+            out.setdefault(stage, {"done": 0, "dead": 0})[kind] = n
+    first = ("text_to_persona", "persona_to_persona")  # then the tasks, by name
+    return dict(sorted(out.items(), key=lambda kv: (first.index(kv[0]) if kv[0] in first else 2, kv[0])))
+
+
+def _count(bucket: Counter[str], prompt: int, completion: int) -> None:
+    bucket["prompt_tokens"] += prompt
+    bucket["completion_tokens"] += completion
+    bucket["records"] += 1
 
 
 def _scan(path: Path) -> FrameReader | None:
@@ -267,7 +288,8 @@ def gather(outdir: Path) -> dict[str, Any]:
     return {
         "run": {"state": ckpt["state"], "checkpoint": ckpt["source"], "updated": ckpt.get("updated"),
                 "inputs_done": c.get("inputs_done"), "inputs_with_persona": len(roots),
-                "requests": c.get("requests"), "retries": c.get("retries"), "bad_replies": c.get("bad_replies")},
+                "requests": c.get("requests"), "retries": c.get("retries"), "bad_replies": c.get("bad_replies"),
+                "stages": _stages(c)},
         "files": files,
         "personas": personas,
         "gate": gate,

@@ -33,6 +33,10 @@ def _run(r: dict[str, Any]) -> list[str]:
              + (f" (unfinished last frame skipped in {', '.join(partial)})" if partial else "")]
     if run.get("inputs_done") is not None:
         lines.append(f"inputs      {_n(run['inputs_done'])} done, {_n(run.get('inputs_with_persona'))} gave a persona")
+    if run.get("stages"):
+        lines.append("stages      " + " · ".join(
+            f"{name} {_n(s['done'])}" + (f" ({_n(s['dead'])} dead)" if s["dead"] else "")
+            for name, s in run["stages"].items()) + "  (work items finished)")
     return lines
 
 

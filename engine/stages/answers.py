@@ -132,11 +132,27 @@ def _unwrap(text: str) -> str:
     return text
 
 
+# a mixed number as the whole answer: "2 1/2", "2\\frac{1}{2}", "-3 \\tfrac34" (not 2 x 1/2)
+_MIXED = re.compile(r"^([-+]?)(\d+)(?:\s+(\d+)\s*/\s*(\d+)|\s*\\[dt]?frac\s*(?:\{(\d+)\}|(\d))\s*(?:\{(\d+)\}|(\d)))$")
+_SCIENTIFIC = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d{1,3}$")
+
+
+def _mixed(s: str) -> str:
+    """A whole-answer mixed number as one fraction ("2 1/2" -> "5/2"); anything else unchanged."""
+    m = _MIXED.match(s)
+    if not m:
+        return s
+    sign, whole = m.group(1), int(m.group(2))
+    num, den = (int(g) for g in (m.group(3) or m.group(5) or m.group(6), m.group(4) or m.group(7) or m.group(8)))
+    return f"{sign}{whole * den + num}/{den}" if 0 < num < den else s  # a proper fraction part only
+
+
 def _clean(text: str) -> str:
     s = _unwrap(text.strip().strip("*_").strip())
     for a, b in _SIMPLE.items():
         s = s.replace(a, b)
     s = _DROP.sub(" ", s)
+    s = _mixed(" ".join(s.split()))
     s = _latex_args(s, "\\frac", 2)
     s = _latex_args(s, "\\sqrt", 1)
     s = re.sub(r"√\s*(\d+(?:\.\d+)?|pi\b)", r"sqrt(\1)", s).replace("√", "sqrt")
@@ -194,7 +210,7 @@ def _eval(node: ast.AST) -> Fraction | float:
 
 
 def _number(expr: str) -> Fraction | float | None:
-    e = expr.replace("^", "**")
+    e = re.sub(r"(?<![\d.])0+(?=\d)", "", expr.replace("^", "**"))  # "007" is 7 (Python refuses the literal)
     e = re.sub(r"(\d|\))\s*(?=pi\b|sqrt\b|\()", r"\1*", e)  # implicit products: 15pi, 2(3), 2sqrt(3)
     e = re.sub(r"(\bpi|\))\s*(?=\d|\(|pi\b|sqrt\b)", r"\1*", e)
     try:
@@ -242,6 +258,8 @@ def normalize(answer: str | None) -> str | None:
     s = s.lstrip("$€£¥").strip()
     if not s:
         return None
+    if _SCIENTIFIC.match(s):  # "1.5e2"
+        return _canonical(Fraction(Decimal(s)))
     m = _NUMERIC.match(s)
     if m:
         expr = m.group(0).rstrip(" +-*/^(")

@@ -51,3 +51,14 @@ def test_unattributed_tokens_of_a_single_model() -> None:
     c = estimate(usage, config.from_dict({"prices": {"a": {"prompt": 1.0, "completion": 3.0}}}).prices)
     assert (c["recorded_usd"], c["unattributed_usd"], c["total_usd"]) == (3.0, 1.0, 4.0)
     assert c["unattributed_method"] == "priced as a"
+
+
+def test_dated_model_names_take_the_price_of_their_stem() -> None:
+    usage = {"by_model": {"gpt-4o-mini-2024-07-18": {"prompt_tokens": 1_000_000, "completion_tokens": 0},
+                          "gpt-4o-2024-08-06": {"prompt_tokens": 1_000_000, "completion_tokens": 0},
+                          "other": {"prompt_tokens": 7}}}
+    prices = config.from_dict({"prices": {"gpt-4o": {"prompt": 2.5}, "gpt-4o-mini": {"prompt": 0.15}}}).prices
+    c = estimate(usage, prices)
+    assert c["by_model"]["gpt-4o-mini-2024-07-18"] == 0.15  # the longest matching name, not "gpt-4o"
+    assert c["by_model"]["gpt-4o-2024-08-06"] == 2.5
+    assert c["by_model"]["other"] is None

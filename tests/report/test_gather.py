@@ -160,3 +160,40 @@ def test_usage_shapes(usage: object, expected: tuple[int, int]) -> None:
     from engine.report.gather import usage_of
 
     assert usage_of({"usage": usage}) == expected
+
+
+def test_math_solutions_are_priced_as_the_solver(tmp_path: Path) -> None:
+    """A math record's `solver_usage` goes to `solver_model`; the rest of its usage to `model`."""
+    from engine.io.sinks import ZstdJsonlSink
+
+    sink = ZstdJsonlSink(tmp_path / "math.jsonl.zst")
+    base = {"persona_id": "p", "persona": "A nurse.", "task": "math", "mode": "zero_shot", "constraints": {},
+            "problem": "1+1?", "solutions": ["2", "2", "2"], "answer": "2", "verified": True}
+    sink.write({**base, "id": "a", "model": "writer", "solver_model": "solver",
+                "usage": {"prompt_tokens": 400, "completion_tokens": 130, "total_tokens": 530},
+                "solver_usage": {"prompt_tokens": 300, "completion_tokens": 120, "total_tokens": 420}})
+    sink.write({**base, "id": "b", "model": "writer", "solver_model": "writer",  # one model: all of it
+                "usage": {"prompt_tokens": 40, "completion_tokens": 13, "total_tokens": 53},
+                "solver_usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}})
+    sink.close()
+    u = gather(tmp_path)["usage"]
+    assert u["by_model"]["writer"] == {"prompt_tokens": 100 + 40, "completion_tokens": 10 + 13, "records": 2}
+    assert u["by_model"]["solver"] == {"prompt_tokens": 300, "completion_tokens": 120, "records": 1}
+    assert u["by_file"]["math"] == {"prompt_tokens": 440, "completion_tokens": 143, "records": 2}
+    assert u["recorded"] == {"prompt_tokens": 440, "completion_tokens": 143}
+
+
+def test_work_per_stage_from_the_counters(outdir: Path) -> None:
+    counters = {"done.math": 12, "done.math.solve": 36, "dead.math.solve": 1, "done.text_to_persona": 6,
+                "done.persona_to_persona": 4, "dead.persona_to_persona": 1, "dead": 2, "requests": 60}
+    doc = {"state": "finished", "updated": time.time(), "counters": counters}
+    (outdir / "checkpoint" / "status.json").write_text(json.dumps(doc))
+    r = gather(outdir)
+    assert r["run"]["stages"] == {"text_to_persona": {"done": 6, "dead": 0},
+                                  "persona_to_persona": {"done": 4, "dead": 1},
+                                  "math": {"done": 12, "dead": 0}, "math.solve": {"done": 36, "dead": 1}}
+    assert list(r["run"]["stages"])[:2] == ["text_to_persona", "persona_to_persona"]  # pipeline order first
+    from engine.report.render import render_text
+
+    line = next(x for x in render_text(r).splitlines() if x.startswith("stages"))
+    assert "text_to_persona 6 · persona_to_persona 4 (1 dead) · math 12 · math.solve 36 (1 dead)" in line

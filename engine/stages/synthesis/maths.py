@@ -15,6 +15,7 @@ from engine.config import MathTask
 from engine.errors import ReplyError
 from engine.ids import content_id
 from engine.io.checkpoint import WorkItem
+from engine.records import Usage
 from engine.stages import answers
 from engine.stages.base import Outcome, Stage
 from engine.stages.synthesis.base import CreateStage, TaskRecord, add_usage, carry, common, fill, load_template
@@ -42,6 +43,7 @@ class MathRecord(TaskRecord, kw_only=True):
     answer: str | None  # the agreed answer, or None
     verified: bool
     solver_model: str
+    solver_usage: Usage | None = None  # the k solutions' share of `usage`, priced as `solver_model`
 
 
 class MathProblem(CreateStage):
@@ -110,6 +112,7 @@ class MathSolve(Stage):
         p = item.payload
         solutions = [*p["solutions"], solution]
         nxt = {**carry(p, problem=p["problem"], solutions=solutions), "usage": add_usage(p["usage"], reply),
+               "solver_usage": add_usage(p.get("solver_usage"), reply),
                "solver_model": p.get("solver_model") or reply.model or self.model}
         if len(solutions) < self.s.solutions:
             return Outcome(follow=[MathSolve.item(p["chain"], nxt)])
@@ -124,4 +127,5 @@ def record(p: dict[str, Any], agree: int) -> MathRecord:
     return MathRecord(**common(p, "math", p["problem"]), problem=p["problem"], solutions=p["solutions"],
                       extracted=extracted, answers=normalised, votes=[Vote(a, n) for a, n in verdict.counts],
                       agreement=verdict.agreement, required=agree, answer=verdict.answer, verified=verdict.verified,
-                      solver_model=p["solver_model"])
+                      solver_model=p["solver_model"],
+                      solver_usage=Usage(**p["solver_usage"]) if p.get("solver_usage") else None)

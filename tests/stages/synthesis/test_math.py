@@ -67,6 +67,7 @@ def test_two_of_three_agree(kit: SimpleNamespace) -> None:
     assert [(v.answer, v.count) for v in rec.votes] == [("90", 2), ("85", 1)]
     assert rec.problem == PROBLEM and len(rec.solutions) == 3
     assert rec.usage.total_tokens == 4 * 15  # the problem and three solutions
+    assert rec.solver_usage is not None and rec.solver_usage.total_tokens == 3 * 15  # the solutions' share
     assert (rec.task, rec.persona_id, rec.persona, rec.mode) == ("math", "p-1", kit.persona["persona"], "zero_shot")
     assert rec.constraints == {"topic": "", "level": "", "sub_questions": 0}
     assert rec.model == "served" and rec.solver_model == "served"

@@ -171,7 +171,7 @@ class LogicTask(Task, frozen=True):
 class InstructionTask(Task, frozen=True):
     """User prompts a persona would send; optionally continued into a conversation."""
 
-    turns: NonNegInt = 0  # extra exchanges after the first instruction (assistant reply + persona's next turn)
+    turns: NonNegInt = 0  # exchanges after the first (the persona's next turn + the assistant's reply)
     dialogue: bool = False  # also a conversation between this persona and another persona from the hub
     dialogue_turns: PosInt = 4
     turn_template: str = ""  # replaces engine/prompts/tasks/instruction_turn.toml

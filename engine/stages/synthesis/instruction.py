@@ -135,7 +135,7 @@ class InstructionTurn(Stage):
         role = "assistant" if p["messages"][-1]["role"] == "user" else "user"
         msgs = [*p["messages"], {"role": role, "content": plain(reply.content)}]
         nxt = {**carry(p, messages=msgs), "usage": add_usage(p["usage"], reply)}
-        if len(msgs) < 1 + 2 * self.s.turns:
+        if len(msgs) < 2 + 2 * self.s.turns:  # the first exchange, then `turns` more; the assistant ends it
             return Outcome(follow=[InstructionTurn.item(p["chain"], nxt)])
         return Outcome(records=[("instruction", _record(nxt, "conversation", msgs))])
 

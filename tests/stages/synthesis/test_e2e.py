@@ -83,7 +83,7 @@ def _stages(mode: str) -> dict[str, Any]:
 
 EXPECT = {"math": ["math", "math.solve", "math.solve", "math.solve"], "logic": ["logic"],
           "instruction": ["instruction", "instruction.turn", "instruction.dialogue", "instruction.turn",
-                          "instruction.dialogue"],
+                          "instruction.dialogue", "instruction.turn"],
           "knowledge": ["knowledge"], "npc": ["npc"], "tool": ["tool", "tool.implement"]}
 
 
@@ -112,7 +112,7 @@ def test_task_end_to_end(task: str, mode: str, fake: tuple[FakeOpenAI, Script], 
         assert recs["math"].verified and recs["math"].answer == "90" and recs["math"].solver_model == "solver"
     elif task == "instruction":
         assert set(recs) == {"conversation", "dialogue"}
-        assert [m.role for m in recs["conversation"].messages] == ["user", "assistant", "user"]
+        assert [m.role for m in recs["conversation"].messages] == ["user", "assistant", "user", "assistant"]
         assert [m.role for m in recs["dialogue"].messages] == ["persona", "partner"]
     elif task == "tool":
         assert recs["tool"].implementation.startswith("def count_frames")

@@ -54,17 +54,17 @@ def test_empty_instruction_is_a_reply_error(reply: str, kit: SimpleNamespace) ->
 @pytest.mark.parametrize("turns", [1, 3])
 def test_conversation_chain(turns: int, kit: SimpleNamespace) -> None:
     records, seen = kit.run_chain(_stages(turns=turns), task_item("instruction", kit.persona), _model)
-    assert [i.stage for i in seen] == ["instruction"] + ["instruction.turn"] * (2 * turns)
+    assert [i.stage for i in seen] == ["instruction"] + ["instruction.turn"] * (1 + 2 * turns)
     [(_, rec)] = records
     assert rec.kind == "conversation" and rec.instruction == FIRST
     roles = [m.role for m in rec.messages]
-    assert len(roles) == 1 + 2 * turns
-    assert roles == ["user", "assistant"] * turns + ["user"]
+    assert len(roles) == 2 + 2 * turns
+    assert roles == ["user", "assistant"] * (turns + 1)  # the assistant has the last word
     contents = [m.content for m in rec.messages]
     assert contents[0] == FIRST
     for i in range(1, len(contents)):
         assert contents[i] == (f"Assistant reply {i}" if i % 2 else f"follow-up {i}")  # role label stripped
-    assert rec.usage.total_tokens == 15 * (1 + 2 * turns)
+    assert rec.usage.total_tokens == 15 * (2 + 2 * turns)
 
 
 def test_turn_requests_swap_roles_for_the_persona(kit: SimpleNamespace) -> None:

@@ -175,6 +175,8 @@ def _check(code: str, iface: dict[str, Any]) -> str | None:
     a = fn.args
     if a.posonlyargs:
         return f"{name} has positional-only parameters; tools are called by keyword"
+    if a.vararg or a.kwarg:
+        return f"{name} takes *args or **kwargs; its parameters must be exactly the interface's"
     params = [x.arg for x in a.args + a.kwonlyargs]
     defaults = set(x.arg for x in a.args[len(a.args) - len(a.defaults):])
     defaults |= {x.arg for x, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None}

@@ -111,6 +111,8 @@ MISMATCHES = [
     ("def plan_hive_inspection(hive_id, days_ahead=7):\n    pass", "does not match"),
     ("def plan_hive_inspection(hive_id, days_ahead, checks=None):\n    pass", "default"),
     ("def plan_hive_inspection(hive_id, /, days_ahead=7, checks=None):\n    pass", "positional-only"),
+    ("def plan_hive_inspection(hive_id, days_ahead=7, checks=None, *args):\n    pass", r"\*args"),
+    ("def plan_hive_inspection(hive_id, days_ahead=7, checks=None, **extra):\n    pass", r"\*\*kwargs"),
     ("def plan_hive_inspection(hive_id, days_ahead=7, checks=None)\n    pass", "does not parse"),
     ("class X:\n    def plan_hive_inspection(self, hive_id, days_ahead=7, checks=None):\n        pass", "top-level"),
     ("I cannot write code.", "does not parse"),

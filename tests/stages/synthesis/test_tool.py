@@ -131,7 +131,7 @@ def test_implementation_mismatch_is_a_reply_error(code: str, match: str, kit: Si
 
 def test_implementation_forms() -> None:
     iface = interface(IFACE, "")
-    bare = "async def plan_hive_inspection(*, hive_id, checks=None, days_ahead=1, **extra):\n    return {}\n"
+    bare = "async def plan_hive_inspection(*, hive_id, checks=None, days_ahead=1):\n    return {}\n"
     assert implementation(bare, iface) == bare.strip()  # no fence: the whole reply
     cut = "```py\ndef plan_hive_inspection(hive_id, days_ahead=7, checks=None):\n    return 1\n"
     assert implementation(cut, iface).endswith("return 1")  # a reply cut off before the closing fence

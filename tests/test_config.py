@@ -335,7 +335,7 @@ def _fp(*overrides: str) -> str:
 
     data = copy.deepcopy(BASE)
     for o in overrides:
-        config._apply(data, o)
+        config.apply(data, o)
     return config.from_dict(data).fingerprint()
 
 

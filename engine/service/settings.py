@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from engine.config import Endpoint, _translate
+from engine.config import Endpoint, translate
 from engine.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -85,7 +85,7 @@ def load(path: Path | None, **cli: Any) -> DaemonConfig:
     try:
         cfg = msgspec.convert(data, DaemonConfig, strict=True)
     except msgspec.ValidationError as e:
-        raise _translate(e, source) from None
+        raise translate(e, source) from None
     s = cfg.service
     base = path.resolve().parent if path is not None else Path.cwd()
     state = Path(s.state_dir).expanduser() if s.state_dir else default_state_dir()

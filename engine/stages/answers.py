@@ -45,18 +45,42 @@ def _braced(text: str, start: int) -> str | None:
     return None  # unbalanced: the reply was cut off
 
 
-def extract(solution: str) -> str | None:
-    """The final answer a solution states: its last \\boxed{}, else its last "Answer:" line."""
-    found = None
+def _boxed(solution: str) -> list[str]:
+    """Every non-empty \\boxed{} answer, in order."""
+    found = []
     for m in _BOXED.finditer(solution):
         inner = _braced(solution, m.end())
         if inner is None and solution[m.end():m.end() + 1] != "{":  # "\boxed 5"; not a cut-off "\boxed{"
             tok = re.match(r"[^\s$.,;]+", solution[m.end():])
             inner = tok.group(0) if tok else None
         if inner is not None and inner.strip():
-            found = inner.strip()
-    if found is not None:
-        return found
+            found.append(inner.strip())
+    return found
+
+
+PART_SEPARATOR = "; "
+
+
+def extract_parts(solution: str, parts: int) -> str | None:
+    """A multi-part problem's answers: the last ``parts`` \\boxed{} answers joined by "; " (None if fewer)."""
+    found = _boxed(solution)
+    return PART_SEPARATOR.join(found[-parts:]) if len(found) >= parts else None
+
+
+def normalize_parts(answer: str | None) -> str | None:
+    """`normalize` applied to each part of an `extract_parts` answer (None when any part is empty)."""
+    if answer is None:
+        return None
+    parts = [normalize(a) for a in answer.split(PART_SEPARATOR)]
+    return None if any(p is None for p in parts) else PART_SEPARATOR.join(p for p in parts if p is not None)
+
+
+def extract(solution: str) -> str | None:
+    """The final answer a solution states: its last \\boxed{}, else its last "Answer:" line."""
+    boxed = _boxed(solution)
+    if boxed:
+        return boxed[-1]
+    found = None
     for m in _ANSWER_LINE.finditer(solution):
         text = (m.group(1) or m.group(2) or "").strip().strip("*_").strip()
         if text:

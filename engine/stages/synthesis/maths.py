@@ -30,6 +30,11 @@ class Vote(msgspec.Struct):
     count: int
 
 
+#: Appended to the solver's request for a problem with sub-questions (`[parts] note` in the template overrides it).
+PARTS_NOTE = ("\n\nThe problem has {parts} parts, (a), (b) and so on. End with one line per part, in order, "
+              "each with that part's final answer in its own \\boxed{{}}.")
+
+
 class MathRecord(TaskRecord, kw_only=True):
     """A math problem with its solutions and the vote on their answers."""
 
@@ -101,6 +106,10 @@ class MathSolve(Stage):
 
     def request(self, item: WorkItem) -> ChatRequest:
         system, ask = self.template.render(problem=item.payload["problem"])
+        parts = _parts(item.payload)
+        if parts > 1:  # one \boxed{} per part, in order, so that every part is voted on
+            note = self.template.fragments.get("parts", {}).get("note", PARTS_NOTE)
+            ask += note.format(parts=parts)
         return ChatRequest(model=self.model, messages=[Message("system", system), *self._shots, Message("user", ask)],
                            max_tokens=self.s.solver_max_tokens,
                            temperature=self.s.solver_temperature or SOLVER_TEMPERATURE)
@@ -119,10 +128,25 @@ class MathSolve(Stage):
         return Outcome(records=[("math", record(nxt, self.s.agree))])
 
 
+def _parts(p: dict[str, Any]) -> int:
+    """How many sub-questions the problem has (its constraints say; 0 or 1 means one answer)."""
+    constraints = p.get("constraints") or {}
+    return int(constraints.get("sub_questions") or 0) if isinstance(constraints, dict) else 0
+
+
 def record(p: dict[str, Any], agree: int) -> MathRecord:
-    """The math record of a finished chain: extraction, normalisation and the vote."""
-    extracted = [answers.extract(s) for s in p["solutions"]]
-    normalised = [answers.normalize(a) for a in extracted]
+    """The math record of a finished chain: extraction, normalisation and the vote.
+
+    With sub-questions, a solution's answer is its last `parts` boxed answers joined by "; ",
+    each part normalised: solutions agree only when they agree on every part.
+    """
+    parts = _parts(p)
+    if parts > 1:
+        extracted = [answers.extract_parts(s, parts) for s in p["solutions"]]
+        normalised = [answers.normalize_parts(a) for a in extracted]
+    else:
+        extracted = [answers.extract(s) for s in p["solutions"]]
+        normalised = [answers.normalize(a) for a in extracted]
     verdict = answers.vote(normalised, agree)
     return MathRecord(**common(p, "math", p["problem"]), problem=p["problem"], solutions=p["solutions"],
                       extracted=extracted, answers=normalised, votes=[Vote(a, n) for a, n in verdict.counts],

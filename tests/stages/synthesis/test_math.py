@@ -126,3 +126,39 @@ def test_empty_solution_is_a_reply_error(kit: SimpleNamespace) -> None:
 def test_agree_above_solutions_is_a_config_error() -> None:
     with pytest.raises(ValueError):
         MathTask(solutions=2, agree=3)
+
+
+def test_sub_questions_are_voted_on_part_by_part(kit: SimpleNamespace) -> None:
+    """With sub-questions, solutions agree only when every part's boxed answer agrees."""
+    seen_requests: list[Any] = []
+    solutions = iter([
+        "(a) 36 frames: \\boxed{36}\n(b) 90 kg: \\boxed{90}",
+        "Part (a): \\boxed{36 frames}. Part (b): \\boxed{90.0}",
+        "(a) \\boxed{12}\n(b) \\boxed{90}",  # agrees on (b) only
+    ])
+
+    def answer(item: Any, request: Any) -> str:
+        if item.stage == "math":
+            return PROBLEM_JSON
+        seen_requests.append(request)
+        return next(solutions)
+
+    records, _ = kit.run_chain(_stages(sub_questions=2), task_item("math", kit.persona), answer)
+    [(_, rec)] = records
+    assert rec.extracted == ["36; 90", "36 frames; 90.0", "12; 90"]
+    assert rec.answers == ["36; 90", "36; 90", "12; 90"]
+    assert rec.verified and rec.answer == "36; 90" and rec.agreement == 2
+    assert all("2 parts" in r.messages[-1].content and "\\boxed{}" in r.messages[-1].content for r in seen_requests)
+
+
+def test_a_solution_missing_a_part_has_no_answer(kit: SimpleNamespace) -> None:
+    records, _ = kit.run_chain(_stages(sub_questions=3), task_item("math", kit.persona), _solve(
+        ["\\boxed{1} \\boxed{2} \\boxed{3}", "\\boxed{2} \\boxed{3}", "\\boxed{0} \\boxed{1} \\boxed{2} \\boxed{3}"]))
+    [(_, rec)] = records
+    assert rec.extracted == ["1; 2; 3", None, "1; 2; 3"]  # the last three boxed answers of the third
+    assert rec.verified and rec.answer == "1; 2; 3"
+
+
+def test_single_question_requests_carry_no_parts_note(kit: SimpleNamespace) -> None:
+    item = _stages()["math"].parse(task_item("math", kit.persona), kit.reply(PROBLEM_JSON)).follow[0]
+    assert "parts" not in _stages()["math.solve"].request(item).messages[-1].content

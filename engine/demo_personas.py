@@ -2,7 +2,9 @@
 
 Each demonstration without a persona gets one from Text-to-Persona before the run starts;
 the answers are cached in OUTDIR/checkpoint/demo_personas.json, so a resume (and every later
-run on that output) prompts with the same demonstrations.
+run on that output) prompts with the same demonstrations. A demonstration whose persona could
+not be derived is cached as null and stays plain few-shot for the whole run, even if the
+endpoint would answer on a resume.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from engine.pipeline import EndpointRuntime
 from engine.stages.text_to_persona import TextToPersona
 
 
-def _read_cache(cache: Path) -> dict[str, str]:
-    """The cached answers, or none when the cache is missing or unreadable."""
-    known: dict[str, str] = {}
+def _read_cache(cache: Path) -> dict[str, str | None]:
+    """The cached answers (None: could not be derived), or none when the cache is missing or unreadable."""
+    known: dict[str, str | None] = {}
     if cache.exists():
         try:
             known = json.loads(cache.read_text())
@@ -34,8 +36,9 @@ async def derive(texts: list[str], stage: TextToPersona, endpoint: EndpointRunti
     known = _read_cache(cache)
     for text in texts:
         key = content_id("demo", text)
-        if key in known:
+        if key in known:  # derived, or settled as underivable
             continue
+        known[key] = None  # a demo still without a persona falls back to plain few-shot for that demo
         item = WorkItem(key=content_id("demo-t2p", text), stage=stage.name, payload={"source_id": key, "text": text})
         for _ in range(attempts):
             request = stage.request(item)
@@ -45,9 +48,8 @@ async def derive(texts: list[str], stage: TextToPersona, endpoint: EndpointRunti
                 break
             except (EndpointError, ReplyError):
                 continue
-        # a demo still without a persona falls back to plain few-shot for that demo
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps(known, indent=1))
     tmp.replace(cache)
-    return known
+    return {key: persona for key, persona in known.items() if persona is not None}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -122,9 +123,13 @@ def _mean(x: np.ndarray) -> float | None:
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
+    """Pearson's r, or None where it is undefined (a constant side: every output alike, say)."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:  # exact: a float std of equal values need not be 0
         return None
-    return round(float(np.corrcoef(x, y)[0, 1]), 4)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = float(np.corrcoef(x, y)[0, 1])
+    return round(r, 4) if math.isfinite(r) else None
 
 
 def _task(task: str, sample: dict[str, tuple[str, str]], pvec: dict[str, np.ndarray], embedder: TextEmbedder,

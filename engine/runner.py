@@ -134,7 +134,7 @@ async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: d
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     try:
-        demo = await _demo_personas(cfg, endpoints, outdir)
+        demo = await _demo_personas(cfg, endpoints, outdir, progress)
         pipe = Pipeline(cfg, outdir, inputs, endpoints=endpoints, stages=method.build_stages(cfg, endpoints, demo),
                         gate=gate, force=force, progress=progress, extra_sinks=method.task_sinks(cfg))
         for sig in signals:
@@ -161,7 +161,8 @@ async def _run_async(cfg: Config, outdir: Path, inputs: list[Path], endpoints: d
     return status, pipe
 
 
-async def _demo_personas(cfg: Config, endpoints: dict[str, EndpointRuntime], outdir: Path) -> dict[str, str]:
+async def _demo_personas(cfg: Config, endpoints: dict[str, EndpointRuntime], outdir: Path,
+                         progress: Progress | None = None) -> dict[str, str]:
     """Personas for demonstrations that lack one, when a task runs in persona-enhanced mode."""
     syn = cfg.synthesis
     if not (syn.enabled and syn.tasks):
@@ -176,7 +177,10 @@ async def _demo_personas(cfg: Config, endpoints: dict[str, EndpointRuntime], out
     t2p = cfg.text_to_persona
     stage = TextToPersona(t2p, model=endpoints[t2p.endpoint].model,
                           structured=cfg.endpoint(t2p.endpoint).structured_output)
-    return await derive(texts, stage, endpoints[t2p.endpoint], outdir / "checkpoint" / "demo_personas.json")
+    cache = outdir / "checkpoint" / "demo_personas.json"
+    if progress is not None and not cache.exists():
+        progress.note(f"deriving personas for {len(texts)} demonstrations (persona-enhanced few-shot) ...")
+    return await derive(texts, stage, endpoints[t2p.endpoint], cache)
 
 
 def _first_persona_error(group: BaseException) -> BaseException:

@@ -59,6 +59,11 @@ class Progress:
 
     _start_done = 0
 
+    def note(self, text: str) -> None:
+        """A one-off line (what the run does before its work starts), time-stamped."""
+        self.stream.write(time.strftime("%H:%M:%S ") + text + "\n")
+        self.stream.flush()
+
     def begin(self) -> None:
         self._start_done = self.counters["inputs_done"]
 

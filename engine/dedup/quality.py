@@ -18,13 +18,18 @@ import re
 
 from engine.config import Quality
 
+# The patterns run on the lower-cased text (re.IGNORECASE costs several times as much), and the
+# placeholder ones only when a cheap substring test says they could match: the gate checks
+# every candidate, so this is on the hot path.
 _REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i cannot|i can'?t|as an ai|language model|i'?m not able|i am unable|"
-    r"i'?m unable|i don'?t have|cannot assist|here is|here's|sure[,!]|certainly[,!]|of course[,!])", re.I)
+    r"i'?m unable|i don'?t have|cannot assist|here is|here's|sure[,!]|certainly[,!]|of course[,!])")
+_BRACKETS = re.compile(r"<[^>]{0,40}>|\[[a-z _-]{2,30}\]")
 _PLACEHOLDER = re.compile(
-    r"<[^>]{0,40}>|\[[a-z _-]{2,30}\]|\bone[- ]sentence description\b|\bpersona description\b|"
-    r"\bdescription of (?:the|that|this) person\b|\bthe person in question\b|\bjohn doe\b|\bjane doe\b", re.I)
-_MARKUP = re.compile(r"</?[a-z][^>]*>|```|^\s*#{1,6}\s|\"\s*persona\s*\"\s*:|[{}]|\*\*", re.I | re.M)
+    r"\bone[- ]sentence description\b|\bpersona description\b|"
+    r"\bdescription of (?:the|that|this) person\b|\bthe person in question\b|\bjohn doe\b|\bjane doe\b")
+_PLACEHOLDER_HINTS = ("description", "in question", " doe")
+_MARKUP = re.compile(r"</?[a-z][^>]*>|```|^\s*#{1,6}\s|\"\s*persona\s*\"\s*:|[{}]|\*\*", re.M)
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 # words that name a person or a role; suffixes catch most occupations (baker, biologist, librarian ...)
 _PERSON_WORDS = frozenset("""person people someone somebody anyone individual man woman men women boy girl child
@@ -52,11 +57,13 @@ def check(text: str, q: Quality) -> str | None:
         return "too_short"
     if len(words) > q.max_words or len(t) > q.max_chars:
         return "too_long"
-    if _REFUSAL.search(t):
+    low = t.lower()
+    if _REFUSAL.search(low):
         return "refusal"
-    if _PLACEHOLDER.search(t):
+    if (("<" in low or "[" in low) and _BRACKETS.search(low)) or (
+            any(h in low for h in _PLACEHOLDER_HINTS) and _PLACEHOLDER.search(low)):
         return "placeholder"
-    if _MARKUP.search(t):
+    if _MARKUP.search(low):
         return "markup"
     letters = sum(map(str.isalpha, t))
     if letters < q.min_letter_share * len(t):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,22 +19,18 @@ import pytest
 from engine.config import Synthesis
 from engine.stages.synthesis import build_task_stages, task_item
 from engine.testing.fake_openai import FakeOpenAI, run_in_thread
+from engine.testing.scripted import MethodModel
 
-IFACE = {"name": "count_frames", "description": "Counts capped frames in a hive.",
-         "parameters": {"type": "object", "properties": {"hive": {"type": "string", "description": "Hive label."}},
-                        "required": ["hive"]},
-         "returns": {"type": "integer", "description": "Capped frames."}, "dependencies": []}
-CODE = "```python\ndef count_frames(hive: str) -> int:\n    return len(hive)\n```"
 SOLUTIONS = [r"36 x 2.5 = 90. Answer: \boxed{90}", "So 90 kg.\nAnswer: 90 kg", r"\boxed{85}"]
 
 
-class Script:
-    """Replies chosen by the prompt, as a model in each role would answer; notes each request body."""
+class Script(MethodModel):
+    """MethodModel's replies, but the three SOLUTIONS in turn for math; notes each request body."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.bodies: list[dict[str, Any]] = []
         self.solves = itertools.count()
-        self.lock = threading.Lock()
 
     def __call__(self, body: dict[str, Any]) -> str:
         with self.lock:
@@ -45,26 +40,7 @@ class Script:
             return '{"problem": "3 hives hold 12 frames each, 2.5 kg per frame. How many kg?"}'
         if "You solve math problems" in system:
             return SOLUTIONS[next(self.solves) % 3]
-        if "logic puzzles" in system:
-            return '{"puzzle": "Which bee never stings?", "answer": "A spelling bee."}'
-        if "requests that people send" in system:
-            return '{"instruction": "Draft a swarm-season checklist for me."}'
-        if "helpful AI assistant" in system:
-            return "1. Check queen cells weekly. 2. Add supers early."
-        if "chatting with an AI assistant" in system:
-            return "Thanks! What if I find queen cells?"
-        if "You are talking with this person" in system:
-            return f"Line {len(body['messages'])}"
-        if "Quora-style" in system:
-            return '{"question": "Why do bees swarm?", "answer": "Crowding and a new queen."}'
-        if "non-player characters" in system:
-            return json.dumps({"name": "Brannoc", "role": "Hive-keeper", "background": "Keeps coral bees.",
-                               "personality": "Wry.", "interaction": "Trades honey for tide news."})
-        if "function interfaces" in system:
-            return json.dumps(IFACE)
-        if "Python 3 functions" in system:
-            return CODE
-        return "unexpected prompt"
+        return super().__call__(body)
 
 
 @pytest.fixture(scope="module")

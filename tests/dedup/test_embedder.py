@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.dedup.embedder import Embedder, cuda_device_present
+from engine.dedup.embedder import CPU_RUN_TEXTS, Embedder, cuda_device_present
 from engine.local import models
 from engine.local.models import INSTALL_HINT, MissingModelError
 
@@ -74,6 +74,18 @@ def test_length_sorted_batches_keep_order_and_match_one_by_one(embedder: Embedde
     np.testing.assert_allclose(batched, single, atol=1e-5)
     reversed_ = embedder.embed(texts[::-1])[::-1]
     np.testing.assert_allclose(batched, reversed_, atol=1e-5)
+
+
+def test_cpu_threads_run_batches_side_by_side_with_the_same_results() -> None:
+    texts = [t for pair in PAIRS for t in pair] * 7 + ["x " * n for n in (40, 3, 17, 1, 60)]
+    one = Embedder(providers="cpu", threads=1)
+    two = Embedder(providers="cpu", threads=2)
+    assert one._pool is None and two._pool is not None
+    np.testing.assert_allclose(two.embed(texts), one.embed(texts), atol=1e-5)
+    # runs: at most CPU_RUN_TEXTS texts, at most batch_size, and a small call feeds every thread
+    assert two._run_size(1000) == CPU_RUN_TEXTS and one._run_size(1000) == CPU_RUN_TEXTS
+    assert two._run_size(10) == 5 and one._run_size(10) == CPU_RUN_TEXTS and two._run_size(1) == 1
+    assert Embedder(providers="cpu", threads=2, batch_size=4)._run_size(1000) == 4
 
 
 def test_no_fixed_padding_and_truncation_at_max_length(embedder: Embedder) -> None:

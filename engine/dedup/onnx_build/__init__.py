@@ -65,7 +65,7 @@ def _builder(variant: str) -> tuple[str, Callable[[], tuple[bytes, dict[str, Any
 
     table = {
         "fp32": (recipe.FP32_RECIPE, fp32),
-        "cpu": (recipe.CPU_RECIPE, cpu),
+        "cpu": (recipe.cpu_recipe(), cpu),
         "cuda": (recipe.CUDA_RECIPE, cuda),
     }
     return table[variant]

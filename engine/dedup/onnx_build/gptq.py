@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["gptq", "round_to_nearest"]
+__all__ = ["gptq", "round_to_nearest", "with_residual"]
 
 _QMAX = 127
 
@@ -51,3 +51,16 @@ def gptq(weight: np.ndarray, gram: np.ndarray, damp: float = 0.01, block: int = 
     restore = np.empty_like(order)
     restore[order] = np.arange(k_dim)
     return q[restore], scale.astype(np.float32)
+
+
+def with_residual(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two int8 terms: W ~= scale * (q + r / 254), per column; (q, scale, r), error <= scale / 508.
+
+    q is rounded to nearest (not GPTQ) so that every residual lies within half a step
+    and its own int8 grid at scale / 254 holds it without clipping.
+    """
+    q, scale = round_to_nearest(weight)
+    step = scale.astype(np.float64) / (2 * _QMAX)
+    rest = (weight.astype(np.float64) - q.astype(np.float64) * scale) / step
+    r = np.clip(np.round(rest), -_QMAX, _QMAX).astype(np.int8)
+    return q, scale, r

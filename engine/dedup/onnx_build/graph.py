@@ -12,8 +12,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from engine.dedup.onnx_build.layers import GraphWriter, fused_layer, layer_norm, plain_layer
+from engine.dedup.onnx_build.layers import fused_layer, layer_norm, plain_layer
 from engine.dedup.onnx_build.weights import BertConfig, Int8Linear
+from engine.dedup.onnx_build.writer import GraphWriter
 
 __all__ = ["OPSET", "build_graph"]
 
@@ -26,8 +27,9 @@ def build_graph(
     fused: bool = False,
     prescale: dict[str, np.ndarray] | None = None,
     int8: dict[str, Int8Linear] | None = None,
+    opset: int = OPSET,
 ) -> onnx.ModelProto:
-    """The fp32 encoder + mean pooling + L2 norm as an ONNX model (opset 17).
+    """The fp32 encoder + mean pooling + L2 norm as an ONNX model (default opset 17).
 
     ``fused`` writes attention, residual LayerNorms and GELU as onnxruntime's contrib
     ops (for CUDA; on CPU the plain graph ran faster at persona lengths); otherwise
@@ -35,11 +37,12 @@ def build_graph(
     to per-channel factors multiplied into that linear's input (plain graph only; see
     smooth.py, which scales the weights to match); ``int8`` maps linear names
     (``l{i}.qkv``, ``l{i}.o``, ``l{i}.ffn1``, ``l{i}.ffn2``) to their int8 form.
+    ``opset`` 21 lets per-row int8 linears quantise with one QuantizeLinear (see linears.py).
     """
     prescale, int8 = prescale or {}, int8 or {}
     if fused and (prescale or int8):
         raise ValueError("prescale and int8 apply to the plain graph only")
-    w, g = weights, GraphWriter()
+    w, g = weights, GraphWriter(opset)
     # Embeddings: word + position (0..seq-1) + token type, then LayerNorm.
     word = g.op("Gather", [g.const("word_embeddings", w["embeddings.word_embeddings.weight"]), "input_ids"])
     # position_ids[:, :seq] as the exporter slices it (a scalar Range trips ORT's optimizer).
@@ -95,7 +98,7 @@ def build_graph(
     count = g.op("ReduceSum", [weights3, axis1], keepdims=0, name="pool_count")
     count = g.op("Clip", [count, g.const("tiny_count", np.array(1e-9, np.float32))], name="pool_count_min")
     pooled = g.op("Div", [summed, count], name="pool_mean")
-    norm = g.op("ReduceL2", [pooled], axes=[1], keepdims=1, name="pool_norm")
+    norm = g.reduce("ReduceL2", pooled, [1], name="pool_norm")
     norm = g.op("Clip", [norm, g.const("tiny_norm", np.array(1e-12, np.float32))], name="pool_norm_min")
     g.op("Div", [pooled, norm], name="sentence_embedding")
 
@@ -105,8 +108,9 @@ def build_graph(
     ]
     out = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", cfg.hidden])
     graph = helper.make_graph(g.nodes, "bert_sentence_encoder", ids, [out], g.inits)
-    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="persona-engine")
-    model.ir_version = 8  # readable by every onnxruntime we support
+    # IR 8 is readable by every onnxruntime we support; opset 21 needs IR 10 (onnxruntime 1.19+).
+    model.ir_version = 8 if opset <= OPSET else 10
     onnx.checker.check_model(model)
     return model

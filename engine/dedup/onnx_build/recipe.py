@@ -1,10 +1,13 @@
 """The build recipes: fp32 reference, the faithful int8 CPU model, and fp16 for CUDA.
 
-The CPU recipe was chosen with bench/embed.py (see its table): SmoothQuant moves
-activation outliers into the weights, GPTQ picks the int8 weights, and activations
-use static per-tensor scales calibrated on persona texts, so an item's embedding does
-not depend on its batch-mates. Every build is checked against fp32 on held-out
-persona texts; one that is not faithful is replaced by fp32, with the reason recorded.
+The CPU recipe was chosen with bench/embed.py (see its table and --candidates):
+SmoothQuant moves activation outliers into the weights, GPTQ picks the int8 weights,
+and every linear runs on onnxruntime's u8s8 int8 kernel. Activations use static
+per-tensor scales calibrated on persona texts, except the inputs of the second FFN
+linear, which get one scale per token row found at run time; both keep an item's
+embedding independent of its batch-mates. Every build is checked against fp32 on
+held-out persona texts; one that is not faithful is replaced by fp32, with the reason
+recorded.
 """
 
 from __future__ import annotations
@@ -21,12 +24,24 @@ import onnx
 from engine.dedup.onnx_build.calibrate import InputStats, calibrate, linear_names
 from engine.dedup.onnx_build.corpus import persona_texts
 from engine.dedup.onnx_build.fidelity import Fidelity, compare
-from engine.dedup.onnx_build.gptq import gptq, round_to_nearest
-from engine.dedup.onnx_build.graph import build_graph
+from engine.dedup.onnx_build.gptq import gptq, round_to_nearest, with_residual
+from engine.dedup.onnx_build.graph import OPSET, build_graph
+from engine.dedup.onnx_build.linears import OPSET_BLOCKED, blocked_quantize_supported
+from engine.dedup.onnx_build.plan import DEFAULT_PLAN, KEEP_FP32, Int8Plan
 from engine.dedup.onnx_build.smooth import smooth
 from engine.dedup.onnx_build.weights import BertConfig, Int8Linear, layer_linears
 
-__all__ = ["CPU_RECIPE", "Int8Plan", "build_cpu", "build_cuda_fp16", "build_fp32", "embed_model"]
+__all__ = [
+    "CPU_RECIPE",
+    "DEFAULT_PLAN",
+    "KEEP_FP32",
+    "Int8Plan",
+    "build_cpu",
+    "build_cuda_fp16",
+    "build_fp32",
+    "cpu_recipe",
+    "embed_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +49,7 @@ Weights = dict[str, np.ndarray]
 
 #: Bump when a recipe changes: cached files built by another recipe are rebuilt.
 FP32_RECIPE = "fp32-v1"
-CPU_RECIPE = "int8-sq85-gptq-static-keep5-v1"
+CPU_RECIPE = "int8-sq85-ffn2rows75-gptq-res3-qkv3-v2"
 CUDA_RECIPE = "fp16-fused-v1"
 
 CALIBRATION_TEXTS = 512
@@ -52,65 +67,36 @@ DEMO_TEXTS = (
 )
 
 
-def _named(name: str, names: Sequence[str]) -> bool:
-    """Whether linear ``name`` (``l3.ffn2``) is listed itself or by its group (``ffn2``)."""
-    return name in names or name.split(".")[1] in names
-
-
-class Int8Plan:
-    """Which linears become int8, how hard to smooth them, and how to pick their weights."""
-
-    def __init__(
-        self,
-        alpha: dict[str, float] | None = None,
-        keep_fp32: Sequence[str] = (),
-        use_gptq: bool = True,
-        static: bool = True,
-        two_pass: Sequence[str] = (),
-    ) -> None:
-        self.alpha = alpha if alpha is not None else {g: 0.85 for g in ("qkv", "o", "ffn1", "ffn2")}
-        self.keep_fp32 = tuple(keep_fp32)  # linear names (l3.ffn2) or groups (ffn2)
-        self.use_gptq = use_gptq
-        self.static = static
-        self.two_pass = tuple(two_pass)  # linears or groups given two-pass activations
-
-    def quantised(self, name: str) -> bool:
-        return not _named(name, self.keep_fp32)
-
-    def two_passes(self, name: str) -> bool:
-        return self.static and _named(name, self.two_pass)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha,
-            "keep_fp32": list(self.keep_fp32),
-            "gptq": self.use_gptq,
-            "static": self.static,
-            "two_pass": list(self.two_pass),
-        }
-
-
-#: Kept in fp32: the linears whose int8 error moved embeddings most (measured one by
-#: one: early layers matter most, ffn2's GELU outputs quantise worst); all int8 gave
-#: p99 0.0136, this plan 0.0085 (bench/embed.py --candidates); two-pass activations on
-#: these five instead of fp32 gave 0.0111 (per-channel weight rounding then dominates).
-KEEP_FP32 = ("l0.qkv", "l0.ffn1", "l0.ffn2", "l1.ffn2", "l2.ffn2")
-DEFAULT_PLAN = Int8Plan(keep_fp32=KEEP_FP32)
-
-
 def build_fp32(weights: Weights, cfg: BertConfig) -> onnx.ModelProto:
     """The plain fp32 graph (the reference every other variant is measured against)."""
     return build_graph(weights, cfg)
 
 
-def _int8_linear(weight: np.ndarray, stats: InputStats, plan: Int8Plan, two_pass: bool = False) -> Int8Linear:
-    q, scale = gptq(weight, stats.gram) if plan.use_gptq else round_to_nearest(weight)
+def _int8_linear(name: str, weight: np.ndarray, stats: InputStats, plan: Int8Plan) -> Int8Linear:
+    residual = None
+    if plan.residual(name):
+        q, scale, residual = with_residual(weight)
+    else:
+        q, scale = gptq(weight, stats.gram) if plan.use_gptq else round_to_nearest(weight)
+    if plan.rows(name):
+        return Int8Linear(q, scale, per_row=True, residual=residual)
     if not plan.static:
-        return Int8Linear(q, scale)
+        return Int8Linear(q, scale, residual=residual)
     # uint8 over the calibrated range, widened to include 0 (exactly representable).
     low, high = min(float(stats.low.min()), 0.0), max(float(stats.high.max()), 0.0)
     act_scale = max(high - low, 1e-8) / 255.0
-    return Int8Linear(q, scale, act_scale, int(round(-low / act_scale)), two_pass)
+    zero = int(round(-low / act_scale))
+    return Int8Linear(q, scale, act_scale, zero, plan.two_passes(name), residual=residual)
+
+
+def plan_opset(plan: Int8Plan) -> int:
+    """Opset 21 when per-row linears can use it (one QuantizeLinear per row), else 17."""
+    return OPSET_BLOCKED if plan.per_row and blocked_quantize_supported() else OPSET
+
+
+def cpu_recipe() -> str:
+    """The CPU recipe's cache name; it says which QuantizeLinear form this onnxruntime gets."""
+    return f"{CPU_RECIPE}-opset{plan_opset(DEFAULT_PLAN)}"
 
 
 def quantise(weights: Weights, cfg: BertConfig, stats: dict[str, InputStats], plan: Int8Plan) -> onnx.ModelProto:
@@ -123,8 +109,8 @@ def quantise(weights: Weights, cfg: BertConfig, stats: dict[str, InputStats], pl
     for i in range(cfg.layers):
         for name, (weight, _bias) in layer_linears(smoothed, i).items():
             if name in names:
-                int8[name] = _int8_linear(weight, stats[name], plan, plan.two_passes(name))
-    return build_graph(smoothed, cfg, prescale=prescale, int8=int8)
+                int8[name] = _int8_linear(name, weight, stats[name], plan)
+    return build_graph(smoothed, cfg, prescale=prescale, int8=int8, opset=plan_opset(plan))
 
 
 def embed_model(model: onnx.ModelProto, tokenizer: Path, texts: Sequence[str]) -> np.ndarray:
@@ -151,7 +137,7 @@ def build_cpu(
     model = quantise(weights, cfg, stats, plan)
     texts = guard_texts()
     fidelity: Fidelity = compare(embed_model(model, tokenizer, texts), embed_model(fp32, tokenizer, texts))
-    record: dict[str, Any] = {"plan": plan.describe(), "fidelity": fidelity.as_dict()}
+    record: dict[str, Any] = {"plan": plan.describe(), "opset": plan_opset(plan), "fidelity": fidelity.as_dict()}
     if fidelity.faithful:
         return model, {**record, "variant": "int8"}
     log.warning("int8 build not faithful (%s); using fp32 on the CPU", fidelity.as_dict())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +51,17 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
 class Int8Linear:
     """An int8 linear layer: weights q [K, N] with per-column scales; int8 activations.
 
-    ``act_scale`` None quantises activations per tensor at run time (dynamic);
-    otherwise with this calibrated scale and uint8 ``act_zero`` (static: an item's
-    embedding then does not depend on the other texts in its batch). ``two_pass``
-    (static only) also quantises the activations' rounding residual and runs a
-    second int8 product on it: about 15-bit activations at twice the int8 cost.
+    Activations are quantised in one of three ways. ``act_scale`` None and not
+    ``per_row``: per tensor at run time (dynamic; an embedding then depends on its
+    batch-mates, so only the bench's candidates use it). ``act_scale`` set: with this
+    calibrated scale and uint8 ``act_zero`` (static); ``two_pass`` also quantises the
+    rounding residual and runs a second int8 product on it (about 15-bit activations
+    at twice the int8 cost). ``per_row``: each token row with its own symmetric scale
+    max|x| / 127, found at run time (dynamic, but a row never sees its batch-mates).
+
+    ``residual`` (int8 [K, N], optional) carries the weights' rounding residual at
+    ``scale / 254``: W ~= scale * (q + residual / 254), about 15-bit weights for one
+    more int8 product.
     """
 
     q: np.ndarray
@@ -63,6 +69,13 @@ class Int8Linear:
     act_scale: float | None = None
     act_zero: int = 0
     two_pass: bool = False
+    per_row: bool = False
+    residual: np.ndarray | None = None
+
+    def columns(self, start: int, stop: int) -> Int8Linear:
+        """The same linear restricted to output columns [start, stop) (e.g. Q of a packed QKV)."""
+        residual = None if self.residual is None else self.residual[:, start:stop]
+        return replace(self, q=self.q[:, start:stop], scale=self.scale[start:stop], residual=residual)
 
 
 def layer_linears(w: dict[str, np.ndarray], i: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:

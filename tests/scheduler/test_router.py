@@ -138,6 +138,36 @@ async def test_breaker_opening_drains_the_members_requests_in_flight() -> None:
     assert r.statistics().members["a"].in_flight == 0
 
 
+async def test_a_shutdown_cancel_is_not_lost_to_a_drain() -> None:
+    """Drained, and cancelled from outside in the same step: the worker still stops at its next await."""
+    r = Router("r", [member("a", threshold=1), member("b")])
+    slow = await r.acquire(1, avoid="b")
+    outcomes: list[str] = []
+
+    async def worker() -> None:
+        try:
+            await slow.call(slow.client.complete, REQ)
+        except EndpointDrained:
+            outcomes.append("drained")  # a worker then takes its next item...
+        try:
+            await anyio.sleep(5)
+            outcomes.append("slept")
+        except anyio.get_cancelled_exc_class():
+            outcomes.append("cancelled")
+            raise
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker)
+            await anyio.sleep(0.01)
+            slow.drain()
+            tg.cancel_scope.cancel()  # the shutdown arrives in the same step as the drain
+    assert outcomes[-1] == "cancelled" and "slept" not in outcomes
+    # after it, the same task can still await: no cancel is left pending on it
+    with anyio.fail_after(1):
+        await anyio.sleep(0.01)
+
+
 async def test_429_is_load_not_health_and_shifts_work_to_the_other_member() -> None:
     r = Router("r", [member("a", threshold=1), member("b")])
     lease = await r.acquire(1, avoid="b")

@@ -30,16 +30,16 @@ import socket
 import struct
 import threading
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from engine.testing.fake_stats import Bucket, FakeStats, StatsCollector
+from engine.testing.faults import DEFAULT_RANDOM_KINDS, ERROR_TYPES, FAULT_KINDS, STATUS_FAULTS, Fault
 
 __all__ = [
     "FAULT_KINDS",
@@ -52,40 +52,8 @@ __all__ = [
     "run_in_thread",
 ]
 
-FaultKind = Literal[
-    "429", "500", "503", "slow", "reset", "malformed", "no_usage", "truncated", "400", "401"
-]
-FAULT_KINDS: tuple[str, ...] = (
-    "429", "500", "503", "slow", "reset", "malformed", "no_usage", "truncated", "400", "401"
-)
-# Random faults default to the retryable ones: a fatal 400/401 would end most runs.
-DEFAULT_RANDOM_KINDS: tuple[str, ...] = (
-    "429", "500", "503", "reset", "malformed", "no_usage", "truncated"
-)
-_STATUS_FAULTS = {"429": 429, "500": 500, "503": 503, "400": 400, "401": 401}
-_ERROR_TYPES = {
-    400: ("invalid_request_error", None),
-    401: ("invalid_request_error", "invalid_api_key"),
-    429: ("requests", "rate_limit_exceeded"),
-    500: ("server_error", None),
-    503: ("server_error", "overloaded"),
-}
-
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One injected behaviour, chosen per request."""
-
-    kind: FaultKind
-    retry_after: str | None = None  # for 429: seconds ("2") or an HTTP date
-    delay: float = 0.0  # for "slow": seconds to sleep before replying
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
 
 
 def estimate_tokens(text: str) -> int:
@@ -121,82 +89,6 @@ def _prompt_text(body: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-class _Bucket:
-    """Token bucket: ``per_min`` units a minute, refilled continuously, capped at ``burst_s`` s."""
-
-    def __init__(self, per_min: int, burst_s: float, now: float) -> None:
-        self.limit = per_min
-        self.rate = per_min / 60.0
-        self.capacity = max(1.0, self.rate * burst_s)
-        self.level = self.capacity
-        self.t = now
-
-    def wait(self, now: float, amount: float) -> float:
-        """Seconds until ``amount`` fits (0 = now); an amount above capacity needs a full bucket."""
-        self.level = min(self.capacity, self.level + (now - self.t) * self.rate)
-        self.t = now
-        need = min(amount, self.capacity)
-        return 0.0 if self.level >= need else (need - self.level) / self.rate
-
-    def reset_in(self) -> float:
-        return max(0.0, self.capacity - self.level) / self.rate
-
-
-@dataclass
-class FakeStats:
-    """Live counters; read them from any thread (plain ints, written on the server's loop)."""
-
-    requests: int = 0
-    by_status: Counter[int] = field(default_factory=Counter)
-    faults: Counter[str] = field(default_factory=Counter)
-    rate_limited: int = 0  # 429s from the rpm/tpm budget (injected 429s are in faults)
-    served: int = 0  # 200s sent whole (malformed and no_usage included; reset/truncated not)
-    running: int = 0
-    waiting: int = 0
-    max_concurrent: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    _per_second: Counter[int] = field(default_factory=Counter)
-
-    @property
-    def n_429(self) -> int:
-        return self.by_status[429]
-
-    @property
-    def tokens_served(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    @property
-    def timeline(self) -> list[tuple[int, int]]:
-        """Replies served whole, per whole second since start, as (second, count)."""
-        return sorted(self._per_second.items())
-
-
-class _Collector:
-    """Exposes the stats in vLLM's metric names at scrape time (no per-request cost)."""
-
-    def __init__(self, fake: FakeOpenAI) -> None:
-        self._fake = fake
-
-    def collect(self) -> Iterable[Metric]:
-        s, labels = self._fake.stats, [self._fake.model]
-        for name, value, doc in (
-            ("vllm:num_requests_running", s.running, "Requests being served."),
-            ("vllm:num_requests_waiting", s.waiting, "Requests queued for a slot."),
-        ):
-            g = GaugeMetricFamily(name, doc, labels=["model_name"])
-            g.add_metric(labels, value)
-            yield g
-        for name, value, doc in (
-            ("vllm:prompt_tokens", s.prompt_tokens, "Prompt tokens served."),
-            ("vllm:generation_tokens", s.completion_tokens, "Completion tokens served."),
-            ("vllm:request_success", s.served, "Requests answered in full."),
-        ):
-            c = CounterMetricFamily(name, doc, labels=["model_name"])
-            c.add_metric(labels, value)
-            yield c
-
-
 class FakeOpenAI:
     """A fake OpenAI-compatible chat endpoint; see the module docstring for its semantics."""
 
@@ -224,13 +116,13 @@ class FakeOpenAI:
         self._rng = random.Random(seed)
         self._slow_delay = slow_delay
         self._limits = (rpm, tpm, burst_s)
-        self._buckets: tuple[_Bucket | None, _Bucket | None] = (None, None)
+        self._buckets: tuple[Bucket | None, Bucket | None] = (None, None)
         self._max_concurrency = max_concurrency
         self._sem: asyncio.Semaphore | None = None
         self._ratelimit_headers = ratelimit_headers
         self.stats = FakeStats()
         self.registry = CollectorRegistry()
-        self.registry.register(_Collector(self))
+        self.registry.register(StatsCollector(self))
         self.base_url = ""
         self._runner: web.AppRunner | None = None
         self._t0 = 0.0
@@ -255,8 +147,8 @@ class FakeOpenAI:
         self._t0 = time.monotonic()
         rpm, tpm, burst_s = self._limits
         self._buckets = (
-            _Bucket(rpm, burst_s, self._t0) if rpm else None,
-            _Bucket(tpm, burst_s, self._t0) if tpm else None,
+            Bucket(rpm, burst_s, self._t0) if rpm else None,
+            Bucket(tpm, burst_s, self._t0) if tpm else None,
         )
         if self._max_concurrency:
             self._sem = asyncio.Semaphore(self._max_concurrency)
@@ -306,7 +198,7 @@ class FakeOpenAI:
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None,
                etype: str | None = None) -> web.Response:
-        default_type, code = _ERROR_TYPES.get(status, ("server_error", None))
+        default_type, code = ERROR_TYPES.get(status, ("server_error", None))
         err = {"message": message, "type": etype or default_type, "param": None, "code": code}
         return self._send(status, {"error": err}, headers)
 
@@ -347,7 +239,7 @@ class FakeOpenAI:
         fault = self._pick_fault(n, body)
         if fault is not None:
             self.stats.faults[fault.kind] += 1
-            status = _STATUS_FAULTS.get(fault.kind)
+            status = STATUS_FAULTS.get(fault.kind)
             if status is not None:
                 extra = {"Retry-After": fault.retry_after} if fault.retry_after else None
                 return self._error(status, f"injected fault {fault.kind}", extra)

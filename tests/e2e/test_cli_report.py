@@ -70,7 +70,8 @@ def test_run_prints_and_writes_the_report(tmp_path: Path) -> None:
     tasks = {t: read_records(out / f"{t}.jsonl.zst") for t in TASKS}
     depth = Counter(p["depth"] for p in personas)
     assert depth[0] == 3 and depth[1] >= 3 and sum(p["persona"] == NEIGHBOUR for p in personas) == 1
-    assert rejected and all(x["stage"] == "exact" and x["persona"] == NEIGHBOUR for x in rejected)
+    # the neighbour comes back with every expansion; MethodModel's own personas may repeat too (by chance)
+    assert any(x["persona"] == NEIGHBOUR for x in rejected) and all(x["stage"] == "exact" for x in rejected)
     assert dead == []
 
     # the run's own summary, then the report

@@ -3,7 +3,8 @@
 A run seals each flush as one frame, so a file being written may end in a frame that is
 not finished yet. `engine.io.sinks.iter_records` decodes such a frame's prefix (and then
 fails on its cut line); the report must count durable records only, so this reader
-decodes frame by frame and keeps a frame's lines only once the frame has ended.
+decodes frame by frame and keeps a frame's lines only once the frame has ended (a frame too
+large to be a live one, from a finished and compacted file, is passed on as it decodes).
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import msgspec
 import zstandard
 
 CHUNK = 1 << 20
+#: A run seals a frame at about 1 MiB (ZstdJsonlSink.frame_bytes); a frame that decodes to
+#: more is a finished file compacted into one frame (engine/io/compact.py), never one being
+#: written, so its lines are passed on as they decode instead of held until the frame ends.
+HOLD_LIMIT = 8 << 20
 
 
 class FrameReader:
@@ -71,6 +76,10 @@ class FrameReader:
                         return
                     if not dobj.eof:
                         fed += len(data)
+                        if len(frame) > HOLD_LIMIT:
+                            cut = frame.rfind(b"\n") + 1
+                            yield from self._lines(bytes(frame[:cut]))
+                            del frame[:cut]
                         break
                     data = dobj.unused_data
                     yield from self._lines(bytes(frame))

@@ -7,6 +7,7 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,3 +198,32 @@ def test_work_per_stage_from_the_counters(outdir: Path) -> None:
 
     line = next(x for x in render_text(r).splitlines() if x.startswith("stages"))
     assert "text_to_persona 6 · persona_to_persona 4 (1 dead) · math 12 · math.solve 36 (1 dead)" in line
+
+
+def test_a_compacted_file_is_read_in_bounded_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One big frame (a finished, compacted file) is passed on line by line, not held whole."""
+    from engine.io.compact import compact_in_place
+    from engine.io.sinks import ZstdJsonlSink
+    from engine.report import frames
+
+    monkeypatch.setattr(frames, "HOLD_LIMIT", 4096)
+    monkeypatch.setattr(frames, "CHUNK", 512)  # compressed bytes per read
+    path = tmp_path / "personas.jsonl.zst"
+    sink = ZstdJsonlSink(path)
+    for i in range(10000):
+        sink.write({"id": f"{i:032x}", "persona": f"A keeper of lighthouse number {i} on the northern coast."})
+    sink.close()
+    compact_in_place(path)
+    held: list[int] = []
+    real_lines = frames.FrameReader._lines
+
+    def spy(self: frames.FrameReader, data: bytes) -> Any:
+        held.append(len(data))
+        return real_lines(self, data)
+
+    monkeypatch.setattr(frames.FrameReader, "_lines", spy)
+    reader = frames.FrameReader(path)
+    ids = [r["id"] for r in reader]
+    assert ids == [f"{i:032x}" for i in range(10000)] and reader.tail_bytes == 0 and reader.bad_lines == 0
+    # about 1.1 MB decoded, passed on in slices of a zstd block or two (128 kB each), never whole
+    assert len(held) >= 5 and max(held) <= 3 * (128 << 10) and sum(held) > 1_000_000

@@ -156,19 +156,21 @@ def _unwrap(text: str) -> str:
     return text
 
 
-# a mixed number as the whole answer: "2 1/2", "2\\frac{1}{2}", "-3 \\tfrac34" (not 2 x 1/2)
-_MIXED = re.compile(r"^([-+]?)(\d+)(?:\s+(\d+)\s*/\s*(\d+)|\s*\\[dt]?frac\s*(?:\{(\d+)\}|(\d))\s*(?:\{(\d+)\}|(\d)))$")
+# a mixed number: "2 1/2", "2\\frac{1}{2}", "-3 \\tfrac34", also after "x =" or before units (not "2 x 1/2")
+_MIXED = re.compile(r"(?<![\d./])([-+]?)(\d+)(?:\s+(\d+)\s*/\s*(\d+)|\s*\\[dt]?frac\s*(?:\{(\d+)\}|(\d))\s*"
+                    r"(?:\{(\d+)\}|(\d)))(?![\d/])")
 _SCIENTIFIC = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d{1,3}$")
 
 
 def _mixed(s: str) -> str:
-    """A whole-answer mixed number as one fraction ("2 1/2" -> "5/2"); anything else unchanged."""
-    m = _MIXED.match(s)
-    if not m:
-        return s
-    sign, whole = m.group(1), int(m.group(2))
-    num, den = (int(g) for g in (m.group(3) or m.group(5) or m.group(6), m.group(4) or m.group(7) or m.group(8)))
-    return f"{sign}{whole * den + num}/{den}" if 0 < num < den else s  # a proper fraction part only
+    """Mixed numbers as one fraction each ("2 1/2" -> "5/2"); a fraction part must be proper."""
+
+    def one(m: re.Match[str]) -> str:
+        whole = int(m.group(2))
+        num, den = (int(g) for g in (m.group(3) or m.group(5) or m.group(6), m.group(4) or m.group(7) or m.group(8)))
+        return f"{m.group(1)}{whole * den + num}/{den}" if 0 < num < den else m.group(0)
+
+    return _MIXED.sub(one, s)
 
 
 def _clean(text: str) -> str:

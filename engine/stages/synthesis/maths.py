@@ -6,6 +6,7 @@ the solutions so far in its payload and queues the next one, and the last writes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -92,6 +93,11 @@ class MathSolve(Stage):
         self.template = load_template("math_solve", template)
         self.template.check("problem")
         self._shots: list[Message] = []
+        if "note" in self.template.fragments.get("parts", {}):
+            fill(self.template, "parts", "note", parts=2)  # a broken note fails here, as a ConfigError naming it
+            self._parts_note: Callable[[int], str] = lambda n: fill(self.template, "parts", "note", parts=n)
+        else:  # a user template without [parts]
+            self._parts_note = lambda n: PARTS_NOTE.format(parts=n)
         for ex in self.template.examples:
             if isinstance(ex.get("problem"), str) and isinstance(ex.get("solution"), str):
                 _, ask = self.template.render(problem=ex["problem"])
@@ -108,8 +114,7 @@ class MathSolve(Stage):
         system, ask = self.template.render(problem=item.payload["problem"])
         parts = _parts(item.payload)
         if parts > 1:  # one \boxed{} per part, in order, so that every part is voted on
-            note = self.template.fragments.get("parts", {}).get("note", PARTS_NOTE)
-            ask += note.format(parts=parts)
+            ask += self._parts_note(parts)
         return ChatRequest(model=self.model, messages=[Message("system", system), *self._shots, Message("user", ask)],
                            max_tokens=self.s.solver_max_tokens,
                            temperature=self.s.solver_temperature or SOLVER_TEMPERATURE)

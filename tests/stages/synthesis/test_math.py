@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -162,3 +163,21 @@ def test_a_solution_missing_a_part_has_no_answer(kit: SimpleNamespace) -> None:
 def test_single_question_requests_carry_no_parts_note(kit: SimpleNamespace) -> None:
     item = _stages()["math"].parse(task_item("math", kit.persona), kit.reply(PROBLEM_JSON)).follow[0]
     assert "parts" not in _stages()["math.solve"].request(item).messages[-1].content
+
+
+def test_a_broken_parts_note_is_a_config_error_at_start(tmp_path: Path) -> None:
+    from engine.errors import ConfigError
+
+    default = Path(__file__).resolve().parents[3] / "engine" / "prompts" / "tasks" / "math_solve.toml"
+    text = default.read_text().split("[parts]")[0] + "[parts]\nnote = ' Put each answer in \\boxed{}.'\n"
+    path = tmp_path / "solve.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"\[parts\]\.note"):
+        _stages(solve_template=str(path))
+    # without a [parts] table the built-in note is used
+    (tmp_path / "plain.toml").write_text(default.read_text().split("[parts]")[0])
+    item = _stages(sub_questions=3, solve_template=str(tmp_path / "plain.toml"))["math"].parse(
+        task_item("math", {"id": "p", "persona": "A ferry pilot.", "source_id": "s", "depth": 0}),
+        SimpleNamespace(content=PROBLEM_JSON, model="m", usage=None)).follow[0]
+    assert "3 parts" in _stages(sub_questions=3, solve_template=str(tmp_path / "plain.toml"))["math.solve"].request(
+        item).messages[-1].content

@@ -134,6 +134,16 @@ class RouterStats:
     waiting: int
 
 
+def _cancelling(task: asyncio.Task[Any] | None) -> int:
+    """How many cancels are pending on ``task`` (0 before Python 3.11, which does not count them)."""
+    return task.cancelling() if task is not None and hasattr(task, "cancelling") else 0
+
+
+def _uncancel(task: asyncio.Task[Any] | None) -> int:
+    """Take one cancel back from ``task``; the cancels still pending (0 before Python 3.11)."""
+    return task.uncancel() if task is not None and hasattr(task, "uncancel") else 0
+
+
 class Lease:
     """The right to send one request to one member; end it with `ok` or `failed` exactly once."""
 
@@ -170,16 +180,21 @@ class Lease:
         """
         if self.drained:
             raise self._drained_error()
-        self._task = asyncio.current_task()
+        task = self._task = asyncio.current_task()
+        base = _cancelling(task)  # cancels already requested from elsewhere
+        landed = False
         try:
             return await fn(*args)
         except asyncio.CancelledError:
-            uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
-            if self._cancelled and (uncancel is None or uncancel() == 0):
-                raise self._drained_error() from None
+            if self._cancelled:
+                landed = True
+                if _uncancel(task) <= base:  # ours alone: the member was drained
+                    raise self._drained_error() from None
             raise
         finally:
             self._task = None
+            if self._cancelled and not landed:
+                _uncancel(task)  # fn swallowed our cancel: take it back, or it would stay counted on the task
 
     def _drained_error(self) -> EndpointDrained:
         return EndpointDrained(f"{self.name}: taken out of service (circuit open) while the request was in flight")

@@ -360,3 +360,40 @@ def test_persona_run_over_two_servers_survives_one_failing_for_a_while(tmp_path:
     assert len(ids) == len(set(ids))
     status = json.loads((tmp_path / "out" / "checkpoint" / "status.json").read_text())
     assert status["endpoints"]["pool"]["members"]["pool[0]"]["breaker"]["trips"] >= 1
+
+
+async def test_a_swallowed_drain_cancel_leaves_nothing_pending() -> None:
+    """fn may swallow the drain's cancel: the worker must not keep it counted, so its next drain still works."""
+    import asyncio
+    import sys
+
+    r = Router("r", [member("a"), member("b")])
+    leases = [await r.acquire(1, avoid="b"), await r.acquire(1, avoid="a")]
+    results: list[str] = []
+
+    async def stubborn() -> str:
+        try:
+            await anyio.sleep(5)
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "slept"
+
+    async def worker() -> None:
+        results.append(await leases[0].call(stubborn))
+        task = asyncio.current_task()
+        if sys.version_info >= (3, 11):
+            assert task is not None and task.cancelling() == 0
+        try:
+            await leases[1].call(anyio.sleep, 5)
+            results.append("slept")
+        except EndpointDrained:
+            results.append("drained")
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker)
+            await anyio.sleep(0.01)
+            leases[0].drain()
+            await anyio.sleep(0.01)
+            leases[1].drain()
+    assert results == ["swallowed", "drained"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import logging
 import math
 import random
 import time
@@ -42,6 +43,8 @@ from engine.scheduler.router import Router
 from engine.scheduler.workqueue import WorkQueue
 from engine.stages.base import Outcome, Stage
 from engine.stages.text_to_persona import TextToPersona
+
+log = logging.getLogger(__name__)
 
 SINKS = ("personas", "rejected", "dead_letter")
 # request latency histogram bounds (seconds), exported through status.json to the daemon's /metrics
@@ -398,8 +401,13 @@ class Pipeline:
         assert self._state is not None, "compact_outputs follows a checkpoint"
         for sink in self.sinks.values():
             sink.close()
-        state = compact.compact_outputs(self.ckpt, self._state, self._sink_paths())
-        self._state, self.compacted = state, dict(state.extra.get("compacted", {}))
+        try:
+            state = compact.compact_outputs(self.ckpt, self._state, self._sink_paths())
+        except OSError as e:  # the data is whole either way; a resume finishes a swap that began
+            log.warning("output files left in several zstd frames (compacting them failed: %s); "
+                        "pandas, DuckDB and zstd read them, datasets may not", e)
+        else:
+            self._state, self.compacted = state, dict(state.extra.get("compacted", {}))
         self.sinks = {name: ZstdJsonlSink(path) for name, path in self._sink_paths().items()}
 
     async def _status_loop(self) -> None:

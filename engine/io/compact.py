@@ -82,7 +82,13 @@ def compact_outputs(ckpt: Checkpointer, state: State, paths: dict[str, Path]) ->
     todo = {name: path for name, path in paths.items() if done.get(name) != state.sinks.get(name)}
     if not todo:
         return state
-    sizes = {name: compact(path) for name, path in todo.items()}
+    try:
+        sizes = {name: compact(path) for name, path in todo.items()}
+        fsync_dir(ckpt.dir.parent)  # the staging copies' names are durable before the intent names them
+    except OSError:
+        for path in todo.values():  # no intent yet: the originals stand
+            staging_path(path).unlink(missing_ok=True)
+        raise
     ckpt.save(msgspec.structs.replace(state, extra={**state.extra, "compacting": sizes}))
     for path in todo.values():
         _swap(path)
@@ -101,12 +107,15 @@ def recover(state: State, paths: dict[str, Path]) -> State:
             staging_path(path).unlink(missing_ok=True)
             continue
         try:
-            _finish_swap(path, intents[name])
+            if not _finish_swap(path, intents[name], state.sinks.get(name)):
+                del intents[name]  # the staging copy was lost before the swap: the original stands
         except OSError as e:
             raise CheckpointError(f"{e}; the output files no longer match the checkpoint, "
                                   f"so remove {path.parent} (or choose another -o OUTDIR) to start over") from None
+    if paths:
+        fsync_dir(next(iter(paths.values())).parent)  # the swaps are durable before a checkpoint relies on them
     if not intents:
-        return state
+        return msgspec.structs.replace(state, extra={k: v for k, v in state.extra.items() if k != "compacting"})
     extra = {k: v for k, v in state.extra.items() if k != "compacting"}
     extra["compacted"] = {**extra.get("compacted", {}), **intents}
     return msgspec.structs.replace(state, sinks={**state.sinks, **intents}, extra=extra)
@@ -116,12 +125,20 @@ def _swap(path: Path) -> None:
     os.replace(staging_path(path), path)
 
 
-def _finish_swap(path: Path, size: int) -> None:
-    """Put the staged copy of ``path`` (``size`` bytes) in place, unless that already happened."""
+def _finish_swap(path: Path, size: int, original: int | None) -> bool:
+    """Put the staged copy of ``path`` (``size`` bytes) in place, unless that already happened.
+
+    False when neither copy is there but the original (``original`` bytes) is: a power loss
+    took the staging copy's name before the swap, so the original stands.
+    """
     staged = staging_path(path)
     if staged.exists():
         if staged.stat().st_size != size:
             raise OSError(f"{staged} has {staged.stat().st_size} bytes, the checkpoint expects {size}")
         _swap(path)
-    elif not path.exists() or path.stat().st_size != size:
-        raise OSError(f"{path} should hold the {size}-byte compacted copy; it does not")
+        return True
+    if path.exists() and path.stat().st_size == size:
+        return True
+    if path.exists() and path.stat().st_size == original:
+        return False
+    raise OSError(f"{path} should hold the {size}-byte compacted copy; it does not")

@@ -12,6 +12,7 @@ import pytest
 from engine import config, runner
 from engine.io import compact
 from engine.io.checkpoint import Checkpointer
+from engine.io.checkpoint import fsync_dir as real_fsync_dir
 from engine.io.compact import compact_in_place, frame_count, staging_path
 from engine.io.sinks import ZstdJsonlSink, read_records
 from engine.testing.fake_openai import run_in_thread
@@ -121,13 +122,27 @@ def _crash(*_: object) -> None:
     raise Crash
 
 
+def _crash_on_second_call() -> Any:
+    calls = []
+
+    def fsync_then_crash(path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 2:  # after the swaps, before the final checkpoint
+            raise Crash
+        real_fsync_dir(path)
+    return fsync_then_crash
+
+
 @pytest.mark.parametrize("where", ["before_swap", "after_swap"])
 def test_crash_during_compaction_then_resume(tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch,
                                              where: str) -> None:
     out = tmp_path / "out"
     with run_in_thread(reply=MethodModel()) as fake:
         with monkeypatch.context() as m:
-            m.setattr(compact, "_swap" if where == "before_swap" else "fsync_dir", _crash)
+            if where == "before_swap":
+                m.setattr(compact, "_swap", _crash)
+            else:  # the first fsync makes the staging copies durable, the second follows the swaps
+                m.setattr(compact, "fsync_dir", _crash_on_second_call())
             with pytest.raises(Crash):
                 runner.execute(_cfg(fake.base_url, 3), out, [str(inputs)])
         state = _state(out)
@@ -160,7 +175,54 @@ def test_intent_that_matches_no_file_is_a_clear_error(tmp_path: Path, inputs: Pa
         state = ckpt.load(None)
         sizes = {name: 7 for name in SINKS}  # no file has 7 bytes and no staging copy exists
         ckpt.save(msgspec.structs.replace(state, extra={**state.extra, "compacting": sizes}))
+        with open(out / "personas.jsonl.zst", "ab") as fh:  # and the file is neither copy
+            fh.write(b"x")
         with pytest.raises(Exception, match="should hold the 7-byte compacted copy") as err:
             runner.execute(_cfg(fake.base_url, 2), out, [str(inputs)])
     assert "start over" in str(err.value)
-    assert os.path.getsize(out / "personas.jsonl.zst") == state.sinks["personas"]  # nothing was touched
+    assert os.path.getsize(out / "personas.jsonl.zst") == state.sinks["personas"] + 1  # nothing was touched
+
+
+def test_a_failed_compaction_leaves_a_finished_run_with_its_frames(tmp_path: Path, inputs: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    real = compact.compact
+
+    def disk_full(path: Path, **kw: Any) -> int:
+        staging_path(path).write_bytes(b"partial")
+        if path.name.startswith("rejected"):
+            raise OSError(28, "No space left on device")
+        return real(path, **kw)
+
+    with run_in_thread(reply=MethodModel()) as fake:
+        with monkeypatch.context() as m:
+            m.setattr(compact, "compact", disk_full)
+            assert runner.execute(_cfg(fake.base_url, 3), out, [str(inputs)]).status == "finished"
+        state = _state(out)
+        assert "compacting" not in state.extra and not state.extra.get("compacted")
+        for name in SINKS:
+            path = out / f"{name}.jsonl.zst"
+            assert not staging_path(path).exists() and state.sinks[name] == path.stat().st_size
+        before = _records(out)
+        assert frame_count(out / "personas.jsonl.zst") > 1
+        # the next resume (space freed) compacts
+        assert runner.execute(_cfg(fake.base_url, 3), out, [str(inputs)]).status == "finished"
+    _assert_consistent(out)
+    assert _records(out) == before
+
+
+def test_an_intent_whose_staging_copy_was_lost_keeps_the_original(tmp_path: Path, inputs: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power loss can take the staging copy's name after the intent was saved: the original stands."""
+    out = tmp_path / "out"
+    with run_in_thread(reply=MethodModel()) as fake:
+        with monkeypatch.context() as m:
+            m.setattr(compact, "_swap", _crash)
+            with pytest.raises(Crash):
+                runner.execute(_cfg(fake.base_url, 3), out, [str(inputs)])
+        before = _records(out)
+        for name in SINKS:
+            staging_path(out / f"{name}.jsonl.zst").unlink()  # never reached the disk
+        assert runner.execute(_cfg(fake.base_url, 3), out, [str(inputs)]).status == "finished"
+    _assert_consistent(out)  # compacted again at this finish
+    assert _records(out) == before

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 NO_PRICES = "no prices configured"
+#: what a served model name may add to a configured one: a date, a version number, "latest"
+_VERSION = re.compile(r"[-@:](?:\d{4}-\d{2}-\d{2}|\d{2,8}|v\d+(?:\.\d+)*|latest)")
 
 
 def _usd(prompt: int, completion: int, price: Any) -> float:
@@ -16,11 +19,12 @@ def price_of(model: str, prices: Mapping[str, Any]) -> Any:
     """The price of ``model``: its own entry, else the longest configured name it starts with.
 
     Hosted APIs answer with a dated model name ("gpt-4o-mini-2024-07-18") for the name asked
-    for ("gpt-4o-mini"), so a price configured for the latter covers the former.
+    for ("gpt-4o-mini"), so a price configured for the latter covers the former; only a date
+    or version tail counts ("gpt-4o" does not price "gpt-4o-mini").
     """
     if model in prices:
         return prices[model]
-    stems = [name for name in prices if model.startswith(name)]
+    stems = [name for name in prices if model.startswith(name) and _VERSION.fullmatch(model[len(name):])]
     return prices[max(stems, key=len)] if stems else None
 
 

@@ -62,3 +62,12 @@ def test_dated_model_names_take_the_price_of_their_stem() -> None:
     assert c["by_model"]["gpt-4o-mini-2024-07-18"] == 0.15  # the longest matching name, not "gpt-4o"
     assert c["by_model"]["gpt-4o-2024-08-06"] == 2.5
     assert c["by_model"]["other"] is None
+
+
+def test_a_stem_prices_only_dates_and_versions() -> None:
+    prices = config.from_dict({"prices": {"gpt-4o": {"prompt": 2.5}, "llama-3": {"prompt": 1.0}}}).prices
+    usage = {"by_model": {m: {"prompt_tokens": 1_000_000} for m in
+                          ("gpt-4o-mini", "gpt-4o-2024-08-06", "gpt-4o-latest", "llama-3.1-8b", "llama-3-0425")}}
+    by = estimate(usage, prices)["by_model"]
+    assert by == {"gpt-4o-mini": None, "gpt-4o-2024-08-06": 2.5, "gpt-4o-latest": 2.5, "llama-3.1-8b": None,
+                  "llama-3-0425": 1.0}

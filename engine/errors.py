@@ -54,6 +54,10 @@ class RetryableError(EndpointError):
     retryable = True
 
 
+class EndpointDrained(RetryableError):
+    """Raised by `Lease.call` when its router member was taken out of service (breaker open) mid-request."""
+
+
 class RateLimited(RetryableError):
     """Raised on HTTP 429; `retry_after` is the server's requested pause in seconds, if any."""
 

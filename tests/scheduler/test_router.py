@@ -12,10 +12,10 @@ import pytest
 
 from engine.client.http import EndpointClient
 from engine.client.protocol import ChatReply, ChatRequest, Message, Usage
-from engine.errors import RateLimited, RetryableError
+from engine.errors import EndpointDrained, RateLimited, RetryableError
 from engine.scheduler.breaker import BreakerSettings, BreakerState, CircuitBreaker
 from engine.scheduler.budget import Budget
-from engine.scheduler.router import EndpointDrained, Member, Router
+from engine.scheduler.router import Member, Router
 from engine.testing.fake_openai import FakeOpenAI, Fault
 
 pytestmark = pytest.mark.anyio
